@@ -1,0 +1,56 @@
+"""One exception hierarchy: every error carries the field (and where it applies the file,
+row and column) it is about, and a human reason."""
+
+from __future__ import annotations
+
+
+class IndexTickerError(Exception):
+    """Root of every error this service raises on purpose."""
+
+
+class ConfigError(IndexTickerError):
+    """A setting or definition file is wrong: names the key and the reason."""
+
+    def __init__(self, key: str, reason: str, source: str | None = None) -> None:
+        self.key = key
+        self.reason = reason
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {reason}")
+
+
+class BaseLoadError(IndexTickerError):
+    """An index base file is wrong: names the file, the row, the column and the reason."""
+
+    def __init__(self, path: str, row: int | None, column: str | None, reason: str) -> None:
+        self.path = path
+        self.row = row
+        self.column = column
+        self.reason = reason
+        parts = [path]
+        if row is not None:
+            parts.append(f"row {row}")
+        if column is not None:
+            parts.append(f"column {column!r}")
+        super().__init__(f"{', '.join(parts)}: {reason}")
+
+
+class TickRejected(IndexTickerError):
+    """A tick failed validation: names the field and the reason."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class UnknownIndexError(IndexTickerError):
+    """An index code that this service does not calculate."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        super().__init__(f"unknown index {code!r}")
+
+
+class StoreUnavailable(IndexTickerError):
+    """The state store (Redis) does not answer."""

@@ -1,0 +1,1 @@
+"""The pure calculation core: no asyncio, Redis or HTTP in here."""

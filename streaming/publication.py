@@ -1,0 +1,89 @@
+"""A published index value, and the engine state saved with it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from streaming.methodology.schedule import iso_utc
+from streaming.ticks import parse_time
+
+PUBLISHED_DECIMALS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One index value at one grid instant. Values keep full precision; messages round them."""
+
+    code: str
+    currency: str
+    value: float  # index points, full precision
+    time: datetime  # the grid instant, UTC
+    seq: int  # per index, never goes back
+    previous_close: float  # index points, full precision
+    capitalization: float  # roubles
+    divisor: float
+    fx_rate: float | None  # roubles per dollar, for USD indices
+
+    @property
+    def change(self) -> float:
+        return self.value - self.previous_close
+
+    @property
+    def change_percent(self) -> float:
+        return 100.0 * self.change / self.previous_close if self.previous_close else 0.0
+
+    def message(self, kind: str = "update") -> dict[str, Any]:
+        """The client-facing form: values rounded to the published 2 decimals."""
+        return {
+            "type": kind,
+            "code": self.code,
+            "value": round(self.value, PUBLISHED_DECIMALS),
+            "currency": self.currency,
+            "time": iso_utc(self.time),
+            "seq": self.seq,
+            "previous_close": round(self.previous_close, PUBLISHED_DECIMALS),
+            "change": round(self.change, PUBLISHED_DECIMALS),
+            "change_percent": round(self.change_percent, 4),
+            "precise_value": self.value,
+            "capitalization": self.capitalization,
+            "divisor": self.divisor,
+            "fx_rate": self.fx_rate,
+        }
+
+    def record(self) -> str:
+        """The stored form: every field at full precision, JSON."""
+        data = asdict(self)
+        data["time"] = iso_utc(self.time)
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_record(cls, text: str | bytes) -> Publication:
+        data = json.loads(text)
+        data["time"] = parse_time(data["time"])
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class EngineState:
+    """What the engine needs to carry on after a restart with no jump: saved at each publication."""
+
+    trading_day: str  # ISO date in exchange local time
+    prices: dict[str, float]  # roubles per line
+    reference_prices: dict[str, float]  # previous close per line
+    tick_times: dict[str, float]  # epoch seconds of each line's last tick (lines with one)
+    seq: dict[str, int]  # last sequence number per index
+    previous_close: dict[str, float]  # per index, index points
+    divisors: dict[str, float]
+    fx_rate: float | None
+    last_grid: float  # epoch seconds of the last publication
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> EngineState:
+        return cls(**json.loads(text))

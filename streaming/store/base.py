@@ -1,0 +1,44 @@
+"""The Store interface the engine writes to and the API reads from."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from streaming.publication import EngineState, Publication
+
+DEFAULT_HISTORY_LIMIT = 20_000  # values kept per index: more than a day at a 15 s cadence
+
+
+class Store(Protocol):
+    """Engine state, last values, bounded history and a live channel of publications."""
+
+    name: str  # "memory" or "redis"
+
+    async def open(self) -> None:
+        """Connect (Redis) or do nothing (memory). Raises StoreUnavailable if it cannot."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the backing store answers."""
+
+    async def load_state(self) -> EngineState | None:
+        """The state saved with the last publication, or None on a fresh store."""
+
+    async def commit(self, state: EngineState, publications: Sequence[Publication]) -> None:
+        """Save state, latest values and history, then announce the publications, in one
+        round trip where the backend allows it."""
+
+    async def latest(self) -> dict[str, Publication]:
+        """The last published value per index code."""
+
+    async def history(
+        self, code: str, since: datetime | None, until: datetime | None, limit: int
+    ) -> list[Publication]:
+        """Published values of one index in time order; with a limit, the latest ones."""
+
+    def subscribe(self) -> AsyncIterator[Publication]:
+        """Live publications as they are committed, from now on."""
+        ...
