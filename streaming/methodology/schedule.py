@@ -54,7 +54,8 @@ def iso_utc(moment: datetime) -> str:
 class Session(Protocol):
     """Whether the index is published at a moment."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def is_open(self, moment: datetime) -> bool: ...
 

@@ -1,0 +1,208 @@
+"""The `index-ticker` command: compute an index from files, or serve it live."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from streaming.errors import ConfigError, IndexTickerError
+from streaming.methodology.base import load_base_csv
+from streaming.methodology.calculator import Calculator, IndexSpec
+
+log = logging.getLogger("index_ticker")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def read_prices(path: str) -> dict[str, float]:
+    """A CSV of secid,price (a header line is optional); errors name the row and column."""
+    prices: dict[str, float] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("prices", f"cannot read: {error.strerror}", path) from None
+    for row_number, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) < 2:
+            raise ConfigError(f"row {row_number}", "expected secid,price", path)
+        secid, cell = row[0].strip(), row[1].strip()
+        if row_number == 1 and secid.lower() in ("secid", "secids", "ticker"):
+            continue
+        try:
+            price = float(cell)
+        except ValueError:
+            raise ConfigError(
+                f"row {row_number}, column 'price'", f"not a number: {cell!r}", path
+            ) from None
+        if not (price > 0 and price != float("inf")):
+            raise ConfigError(
+                f"row {row_number}, column 'price'", f"must be positive, got {cell!r}", path
+            )
+        if secid in prices:
+            raise ConfigError(f"row {row_number}, column 'secid'", f"duplicate {secid!r}", path)
+        prices[secid] = price
+    return prices
+
+
+def compute(args: argparse.Namespace) -> dict[str, Any]:
+    """Index value from a base file, a divisor and optional prices and FX."""
+    base = load_base_csv(args.base)
+    prices = read_prices(args.prices) if args.prices else {}
+    unknown = sorted(set(prices) - set(base.secids))
+    if unknown:
+        raise ConfigError("prices", f"secids not in the base: {', '.join(unknown)}", args.prices)
+    calculator = Calculator(base, prices)
+    capitalization = calculator.resum()
+    result: dict[str, Any] = {
+        "capitalization": capitalization,
+        "divisor": args.divisor,
+        "value": IndexSpec("INDEX", "RUB", args.divisor).value(capitalization, None),
+        "lines": len(base),
+        "priced_from_file": len(prices),
+    }
+    if args.fx is not None:
+        result["fx"] = args.fx
+        result["usd_divisor"] = args.usd_divisor
+        result["usd_value"] = IndexSpec("INDEX_USD", "USD", args.usd_divisor).value(
+            capitalization, args.fx
+        )
+    return result
+
+
+def run_compute(args: argparse.Namespace) -> int:
+    if (args.fx is None) != (args.usd_divisor is None):
+        raise ConfigError("--fx/--usd-divisor", "give both or neither")
+    print(json.dumps(compute(args), indent=2))
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from streaming.serve import serve
+    from streaming.settings import Settings, load_settings_file
+
+    settings = load_settings_file(args.config) if args.config else Settings()
+    settings = settings.with_overrides(
+        host=args.host,
+        port=args.port,
+        redis_url=args.redis_url,
+        feed=args.feed,
+        cadence=args.cadence,
+        session=args.session,
+        definition=args.definition,
+        fx_rate=args.fx,
+        seed=args.seed,
+        replay_speed=args.replay_speed,
+        log_level=args.log_level,
+    )
+    serve(settings)
+    return 0
+
+
+def run_fit_base(argv: list[str]) -> int:
+    from streaming.fitbase import main as fit_main
+
+    return fit_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="index-ticker",
+        description="Real-time IMOEX and RTSI: compute index values, or serve them live.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = commands.add_parser(
+        "compute",
+        help="compute an index once from a base file and prices",
+        description="Compute MC = Σ P·Q·FF·W and the index MC/D (and MC/(FX·D_usd)); print JSON.",
+    )
+    c.add_argument("--base", required=True, help="index base CSV in the MOEX ISS analytics layout")
+    c.add_argument("--divisor", required=True, type=_positive, help="index divisor D (roubles)")
+    c.add_argument(
+        "--prices",
+        help="CSV of secid,price in roubles; lines it does not name keep the base's waprice",
+    )
+    c.add_argument("--fx", type=_positive, help="USD/RUB rate (roubles per dollar) for usd_value")
+    c.add_argument(
+        "--usd-divisor", type=_positive, help="divisor of the dollar index (with --fx), e.g. RTSI"
+    )
+
+    s = commands.add_parser(
+        "serve",
+        help="run the engine, the API and the dashboard in one process",
+        description=(
+            "Run engine + REST/WebSocket API + dashboard. With no options: in-memory state, the "
+            "simulator feed, http://127.0.0.1:8000, publishing around the clock."
+        ),
+    )
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    s.add_argument(
+        "--redis-url",
+        help="keep state, history and fan-out in Redis (e.g. redis://127.0.0.1:6379/0); "
+        "default: in memory",
+    )
+    s.add_argument(
+        "--feed",
+        help="tick source: simulator (default), none (ingest only) or replay:PATH (CSV/JSONL)",
+    )
+    s.add_argument(
+        "--replay-speed", type=float, help="with replay: 1 = recorded pace (default), 0 = flat out"
+    )
+    s.add_argument(
+        "--cadence",
+        type=int,
+        help="seconds between publications, 1..3600 dividing an hour (default 15)",
+    )
+    s.add_argument(
+        "--session",
+        choices=["always", "moex"],
+        help="always: publish around the clock (default); moex: only 10:00-18:50 Moscow time "
+        "on weekdays (hours from the definition)",
+    )
+    s.add_argument("--definition", help="index definition TOML (default: shipped IMOEX/RTSI)")
+    s.add_argument("--fx", type=_positive, help="USD/RUB rate for RTSI (default: definition's)")
+    s.add_argument("--seed", type=int, help="simulator seed (default 1)")
+    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
+    s.add_argument("--config", help="settings TOML file; flags given here override it")
+
+    commands.add_parser(
+        "fit-base",
+        help="fit an index base from MOEX end-of-day files (see fit-base --help)",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["fit-base"]:
+        return run_fit_base(arguments[1:])
+    args = build_parser().parse_args(arguments)
+    try:
+        if args.command == "compute":
+            return run_compute(args)
+        return run_serve(args)
+    except IndexTickerError as error:
+        print(f"index-ticker: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The engine: ticks in, capitalization updated per tick, one publication per index at every
+grid instant aligned to the wall clock, state committed to the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streaming.methodology.calculator import Calculator
+from streaming.methodology.definition import IndexDefinition
+from streaming.methodology.schedule import (
+    AlwaysOpen,
+    Session,
+    iso_utc,
+    next_grid_instant,
+    utc_from_epoch,
+    validate_cadence,
+)
+from streaming.publication import EngineState, Publication
+from streaming.sources import TickSource
+from streaming.store.base import Store
+from streaming.ticks import Tick
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters for status and health."""
+
+    ticks_applied: int = 0
+    publications: int = 0
+    commit_failures: int = 0
+    last_publish_seconds: float = math.nan  # wall time one publication took
+    last_drift: float = 0.0  # relative gap between incremental and re-summed capitalization
+
+
+class Engine:
+    """Calculates every index of one definition and publishes it on the grid."""
+
+    def __init__(
+        self,
+        definition: IndexDefinition,
+        store: Store,
+        *,
+        cadence: int | None = None,
+        session: Session | None = None,
+        sources: Sequence[TickSource] = (),
+        clock: Callable[[], float] = time.time,
+        fx_rate: float | None = None,
+    ) -> None:
+        self.definition = definition
+        self.store = store
+        self.cadence = validate_cadence(cadence or definition.cadence_seconds)
+        self.session: Session = session or AlwaysOpen(utc_offset=definition.session.utc_offset)
+        self.sources = tuple(sources)
+        self.clock = clock
+        self.fx_rate = fx_rate if fx_rate is not None else definition.fx_rate
+        self.calculator = Calculator(definition.base)
+        self.known_secids: frozenset[str] = frozenset(self.calculator.secids)
+        self.divisors = {spec.code: spec.divisor for spec in definition.indices}
+        self.seq = {code: 0 for code in definition.codes}
+        self.previous_close: dict[str, float] = {}
+        self.trading_day = self.session.trading_day(utc_from_epoch(clock())).isoformat()
+        self.last_grid: float | None = None
+        self.stats = EngineStats()
+        self.state = "created"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._set_previous_close()
+
+    # --- calculation -------------------------------------------------------------------
+
+    def _set_previous_close(self) -> None:
+        reference_cap = self.calculator.reference_capitalization()
+        self.previous_close = {
+            spec.code: spec.value(reference_cap, self.fx_rate) for spec in self.definition.indices
+        }
+
+    def _roll_day_if_needed(self, epoch: float) -> None:
+        day = self.session.trading_day(utc_from_epoch(epoch)).isoformat()
+        if day != self.trading_day:
+            log.info("new trading day %s: last prices become the reference", day)
+            self.calculator.roll_reference()
+            self.trading_day = day
+            self._set_previous_close()
+
+    def submit(self, ticks: Sequence[Tick]) -> int:
+        """Apply validated ticks now, O(1) each; return how many were applied."""
+        self._roll_day_if_needed(self.clock())
+        applied = self.calculator.apply_ticks(ticks)
+        self.stats.ticks_applied += applied
+        return applied
+
+    def values(self) -> dict[str, float]:
+        """Current full-precision values from the incremental capitalization (not published)."""
+        mc = self.calculator.capitalization
+        return {spec.code: spec.value(mc, self.fx_rate) for spec in self.definition.indices}
+
+    async def publish(self, grid_epoch: float) -> list[Publication]:
+        """Re-sum, build one publication per index for this grid instant, commit them."""
+        started = time.perf_counter()
+        self._roll_day_if_needed(grid_epoch)
+        incremental = self.calculator.capitalization
+        mc = self.calculator.resum()
+        self.stats.last_drift = abs(incremental - mc) / mc if mc else 0.0
+        moment = utc_from_epoch(grid_epoch)
+        publications = [
+            Publication(
+                code=spec.code,
+                currency=spec.currency,
+                value=spec.value(mc, self.fx_rate),
+                time=moment,
+                seq=self.seq[spec.code] + 1,
+                previous_close=self.previous_close[spec.code],
+                capitalization=mc,
+                divisor=spec.divisor,
+                fx_rate=self.fx_rate if spec.currency == "USD" else None,
+            )
+            for spec in self.definition.indices
+        ]
+        state = self._snapshot(grid_epoch, {p.code: p.seq for p in publications})
+        try:
+            await self.store.commit(state, publications)
+        except Exception:
+            # The value is not lost for good: the next grid instant publishes the current one.
+            self.stats.commit_failures += 1
+            log.exception("commit of the %s publication failed", iso_utc(moment))
+            return []
+        for publication in publications:
+            self.seq[publication.code] = publication.seq
+        self.last_grid = grid_epoch
+        self.stats.publications += 1
+        self.stats.last_publish_seconds = time.perf_counter() - started
+        return publications
+
+    def _snapshot(self, grid_epoch: float, seq: dict[str, int]) -> EngineState:
+        calc = self.calculator
+        return EngineState(
+            trading_day=self.trading_day,
+            prices=dict(zip(calc.secids, calc.prices.tolist(), strict=True)),
+            reference_prices=dict(zip(calc.secids, calc.reference.tolist(), strict=True)),
+            tick_times={
+                s: t for s, t in zip(calc.secids, calc.tick_times.tolist(), strict=True) if t == t
+            },
+            seq=seq,
+            previous_close=dict(self.previous_close),
+            divisors=dict(self.divisors),
+            fx_rate=self.fx_rate,
+            last_grid=grid_epoch,
+        )
+
+    def restore(self, state: EngineState) -> None:
+        """Carry on from a saved state: same prices, sequence numbers continue upward."""
+        for code, seq in state.seq.items():
+            if code in self.seq:
+                self.seq[code] = max(self.seq[code], seq)
+        self.last_grid = state.last_grid
+        known = self.known_secids
+        reference = {s: p for s, p in state.reference_prices.items() if s in known}
+        for secid, price in reference.items():
+            self.calculator.reference[self.calculator.position[secid]] = price
+        self.calculator.restore(state.prices, state.tick_times)
+        self.trading_day = state.trading_day
+        if state.fx_rate is not None and self.fx_rate is None:
+            self.fx_rate = state.fx_rate
+        self._set_previous_close()
+        # A restart later on the same day must not move the reference the day started with.
+        for code, close in state.previous_close.items():
+            if code in self.previous_close and state.divisors.get(code) == self.divisors.get(code):
+                self.previous_close[code] = close
+        self._roll_day_if_needed(self.clock())
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore from the (open) store, then run the grid loop and every source."""
+        saved = await self.store.load_state()
+        if saved is not None:
+            self.restore(saved)
+            log.info("restored state of %s, last grid %s", saved.trading_day, saved.last_grid)
+        self.state = "running"
+        self._tasks.append(asyncio.create_task(self._grid_loop(), name="grid"))
+        for source in self.sources:
+            self._tasks.append(asyncio.create_task(self._run_source(source), name=source.name))
+
+    async def stop(self) -> None:
+        """Cancel the grid loop and the sources and wait for them."""
+        self.state = "stopped"
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _run_source(self, source: TickSource) -> None:
+        try:
+            await source.run(self.submit)
+            log.info("source %s finished", source.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("source %s failed; the engine goes on without it", source.name)
+
+    async def _grid_loop(self) -> None:
+        while True:
+            target = next_grid_instant(self.clock(), self.cadence)
+            if self.last_grid is not None and target <= self.last_grid:
+                target = self.last_grid + self.cadence
+            # The event loop sleeps on a monotonic clock; re-check the wall clock until it is due.
+            while (delay := target - self.clock()) > 0:
+                await asyncio.sleep(delay)
+            if self.session.is_open(utc_from_epoch(target)):
+                try:
+                    await self.publish(target)
+                except Exception:
+                    log.exception("publication at %s failed", iso_utc(utc_from_epoch(target)))
+
+    def status(self) -> dict[str, Any]:
+        """What health checks and operators want to see."""
+        now = utc_from_epoch(self.clock())
+        last = None if self.last_grid is None else iso_utc(utc_from_epoch(self.last_grid))
+        return {
+            "state": self.state,
+            "session": self.session.name,
+            "session_open": self.session.is_open(now),
+            "trading_day": self.trading_day,
+            "cadence_seconds": self.cadence,
+            "last_publication": last,
+            "seq": dict(self.seq),
+            "ticks_applied": self.stats.ticks_applied,
+            "publications": self.stats.publications,
+            "commit_failures": self.stats.commit_failures,
+            "last_publish_ms": None
+            if math.isnan(self.stats.last_publish_seconds)
+            else round(self.stats.last_publish_seconds * 1000, 3),
+            "store": self.store.name,
+            "sources": [source.name for source in self.sources],
+        }

@@ -1,0 +1,99 @@
+"""Wire settings into a running service: definition, store, sources, engine, API, uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import uvicorn
+
+from streaming.engine import Engine
+from streaming.methodology.calculator import Calculator
+from streaming.methodology.definition import DEFAULT_DEFINITION, IndexDefinition, load_definition
+from streaming.methodology.schedule import AlwaysOpen, Session
+from streaming.settings import Settings, ingest_token
+from streaming.sources import TickSource
+from streaming.sources.replay import ReplaySource
+from streaming.sources.simulator import SimulatorSettings, SimulatorSource
+from streaming.store.select import make_store
+
+log = logging.getLogger("index_ticker")
+
+
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    """The parts of one service process, built from settings, not yet started."""
+
+    definition: IndexDefinition
+    engine: Engine
+    token: str
+    token_generated: bool
+
+
+def make_sources(settings: Settings, definition: IndexDefinition) -> list[TickSource]:
+    """The tick sources the feed setting names (the one place a feed is chosen)."""
+    if settings.feed == "none":
+        return []
+    if settings.feed == "simulator":
+        prices = Calculator(definition.base).prices  # validates that every line has a price
+        return [SimulatorSource(definition.base, prices, SimulatorSettings(seed=settings.seed))]
+    path = settings.feed.removeprefix("replay:")
+    return [ReplaySource(path, frozenset(definition.base.secids), settings.replay_speed)]
+
+
+def make_session(settings: Settings, definition: IndexDefinition) -> Session:
+    if settings.session == "moex":
+        return definition.session
+    return AlwaysOpen(utc_offset=definition.session.utc_offset)
+
+
+def assemble(settings: Settings) -> Assembly:
+    """Build definition, store, sources and engine from settings."""
+    definition = load_definition(settings.definition or DEFAULT_DEFINITION)
+    store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
+    engine = Engine(
+        definition,
+        store,
+        cadence=settings.cadence,
+        session=make_session(settings, definition),
+        sources=make_sources(settings, definition),
+        fx_rate=settings.fx_rate,
+    )
+    token, generated = ingest_token()
+    return Assembly(definition, engine, token, generated)
+
+
+def serve(settings: Settings) -> None:
+    """Run the all-in-one service until interrupted."""
+    from app.main import Services, create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    parts = assemble(settings)
+    app = create_app(
+        Services(
+            definition=parts.definition,
+            store=parts.engine.store,
+            engine=parts.engine,
+            ingest_token=parts.token,
+            max_body_bytes=settings.max_body_bytes,
+        )
+    )
+    where = f"http://{settings.host}:{settings.port}"
+    print(
+        f"index-ticker: {', '.join(parts.definition.codes)} every {parts.engine.cadence} s, "
+        f"session {settings.session}, feed {settings.feed}, "
+        f"state {'redis' if settings.redis_url else 'in memory'}; dashboard at {where}",
+        file=sys.stderr,
+    )
+    if parts.token_generated:
+        print(
+            "index-ticker: no INDEX_TICKER_INGEST_TOKEN set; generated ingest token for this run: "
+            f"{parts.token}",
+            file=sys.stderr,
+        )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)

@@ -1,0 +1,121 @@
+"""One typed settings object for the service: defaults, then a TOML file, then flags."""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from streaming.errors import ConfigError
+from streaming.methodology.schedule import validate_cadence
+from streaming.store.base import DEFAULT_HISTORY_LIMIT
+
+TOKEN_ENV = "INDEX_TICKER_INGEST_TOKEN"
+TOKEN_FILE_ENV = "INDEX_TICKER_INGEST_TOKEN_FILE"
+SESSIONS = ("always", "moex")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Service settings. Times in seconds, sizes in bytes."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None  # None: in-memory state (the embedded default)
+    namespace: str = "index-ticker"  # Redis key prefix
+    feed: str = "simulator"  # simulator | none | replay:PATH
+    replay_speed: float = 1.0  # 1 = recorded pace, 0 = as fast as possible
+    seed: int = 1  # simulator seed
+    cadence: int | None = None  # None: the definition's cadence_seconds
+    session: str = "always"  # always | moex
+    definition: str | None = None  # index definition TOML; None: the shipped IMOEX/RTSI
+    fx_rate: float | None = None  # RUB per USD; None: the definition's
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError("port", f"must be 1..65535, got {self.port}")
+        if self.session not in SESSIONS:
+            raise ConfigError("session", f"must be one of {SESSIONS}, got {self.session!r}")
+        if self.feed not in ("simulator", "none") and not (
+            self.feed.startswith("replay:") and len(self.feed) > len("replay:")
+        ):
+            raise ConfigError("feed", f"must be simulator, none or replay:PATH, got {self.feed!r}")
+        if self.cadence is not None:
+            validate_cadence(self.cadence)
+        if self.fx_rate is not None and not (math.isfinite(self.fx_rate) and self.fx_rate > 0):
+            raise ConfigError("fx_rate", f"must be positive, got {self.fx_rate!r}")
+        if not math.isfinite(self.replay_speed) or self.replay_speed < 0:
+            raise ConfigError("replay_speed", f"must be 0 or more, got {self.replay_speed!r}")
+        if self.history_limit < 1:
+            raise ConfigError("history_limit", f"must be at least 1, got {self.history_limit}")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("max_body_bytes", f"must be at least 1024, got {self.max_body_bytes}")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError("redis_url", "must start with redis://, rediss:// or unix://")
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given keys replaced; None means 'not given' and keeps the value."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return replace(self, **given)
+
+
+def _field_types() -> dict[str, str]:
+    return {f.name: str(f.type) for f in fields(Settings)}
+
+
+def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Settings:
+    """Read a TOML settings file; unknown keys and wrong types are errors naming the key."""
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError("config", f"cannot read: {error.strerror}", str(file)) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("config", f"invalid TOML: {error}", str(file)) from None
+    types = _field_types()
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in types:
+            raise ConfigError(key, "unknown key", str(file))
+        kind = types[key]
+        expected: tuple[type, ...]
+        if "float" in kind:
+            expected = (int, float)
+        elif "int" in kind:
+            expected = (int,)
+        else:
+            expected = (str,)
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise ConfigError(key, f"has the wrong type {type(value).__name__}", str(file))
+        values[key] = float(value) if "float" in kind else value
+    if isinstance(values.get("definition"), str) and not Path(values["definition"]).is_absolute():
+        values["definition"] = str((file.resolve().parent / values["definition"]).resolve())
+    try:
+        return replace(defaults or Settings(), **values)
+    except ConfigError as error:
+        raise ConfigError(error.key, error.reason, str(file)) from None
+
+
+def ingest_token() -> tuple[str, bool]:
+    """The ingest token from the environment (or a file it names); (token, was_generated)."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    token_file = os.environ.get(TOKEN_FILE_ENV, "").strip()
+    if not token and token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(TOKEN_FILE_ENV, f"cannot read: {error.strerror}") from None
+    if token:
+        if len(token) < 16:
+            raise ConfigError(TOKEN_ENV, "must be at least 16 characters")
+        return token, False
+    return secrets.token_urlsafe(24), True
