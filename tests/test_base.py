@@ -47,22 +47,47 @@ def test_empty_optional_cells_and_comment_lines() -> None:
 @pytest.mark.parametrize(
     ("text", "row", "column", "words"),
     [
-        ("secids,issue_size_total,ff_factor,w_factor\nX,abc,0.5,1\n", 2, "issue_size_total", "not a number"),
-        ("secids,issue_size_total,ff_factor,w_factor\nX,10,0.5,1\nY,-1,0.5,1\n", 3, "issue_size_total", "positive"),
+        (
+            "secids,issue_size_total,ff_factor,w_factor\nX,abc,0.5,1\n",
+            2,
+            "issue_size_total",
+            "not a number",
+        ),
+        (
+            "secids,issue_size_total,ff_factor,w_factor\nX,10,0.5,1\nY,-1,0.5,1\n",
+            3,
+            "issue_size_total",
+            "positive",
+        ),
         ("secids,issue_size_total,ff_factor,w_factor\nX,10,0.5,1.5\n", 2, "w_factor", "at most 1"),
-        ("secids,issue_size_total,ff_factor,w_factor\nX,10,0.5,1\nX,10,0.5,1\n", 3, "secids", "duplicate"),
+        (
+            "secids,issue_size_total,ff_factor,w_factor\nX,10,0.5,1\nX,10,0.5,1\n",
+            3,
+            "secids",
+            "duplicate",
+        ),
         ("secids,issue_size_total,ff_factor,w_factor\n,10,0.5,1\n", 2, "secids", "empty"),
         ("secids,issue_size_total,ff_factor,w_factor\nX,10,,1\n", 2, "ff_factor", "empty"),
         ("secids,issue_size_total,ff_factor\nX,10,1\n", 1, "w_factor", "missing column"),
         ("name,issue_size_index\nX,10\n", 1, "secids", "missing column"),
-        ("secids,issue_size_total,ff_factor,w_factor,waprice\nX,10,0.5,1,nan\n", 2, "waprice", "finite"),
+        (
+            "secids,issue_size_total,ff_factor,w_factor,waprice\nX,10,0.5,1,nan\n",
+            2,
+            "waprice",
+            "finite",
+        ),
         (
             "secids,issue_size_total,ff_factor,w_factor,issue_size_index\nX,10,0.5,1,7\n",
             2,
             "issue_size_index",
             "disagrees",
         ),
-        ("# only\n# comments\nsecids,issue_size_total,ff_factor,w_factor\nX,1,1,1,9\n", 4, None, "more cells"),
+        (
+            "# only\n# comments\nsecids,issue_size_total,ff_factor,w_factor\nX,1,1,1,9\n",
+            4,
+            None,
+            "more cells",
+        ),
     ],
 )
 def test_errors_name_file_row_column_reason(

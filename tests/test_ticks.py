@@ -69,8 +69,13 @@ def test_batch_keeps_good_ticks_beside_bad_ones() -> None:
     assert rejected[0].as_dict()["reason"].startswith("price:")
 
 
-@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
-                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=8))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=8,
+    )
+)
 def test_any_json_value_is_a_tick_or_a_rejection(raw: object) -> None:
     try:
         tick = parse_tick(raw, KNOWN, NOW)
