@@ -1,0 +1,201 @@
+"""The in-process Store: state, latest values and history in memory, fan-out over bounded queues.
+
+Nothing survives a restart; it serves a single process (tests, demos, a one-box deployment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+
+from streaming.publication import EngineState, Publication
+from streaming.store.base import DEFAULT_HISTORY_LIMIT
+
+DEFAULT_SUBSCRIBER_QUEUE = 1024  # publications buffered per subscriber before the oldest goes
+
+
+class Subscription:
+    """A live feed of publications for one consumer, buffered in a bounded queue.
+
+    Slow-consumer policy: when the queue is full the OLDEST buffered publication is dropped to make
+    room for the new one (counted in `dropped`), so the publisher never waits on a consumer and a
+    consumer that falls behind sees the most recent values. It is registered the moment it is
+    created, so everything published afterwards is delivered; it ends when closed (or when its
+    store closes) and is forgotten once nothing refers to it.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"subscriber queue size must be at least 1, got {maxsize}")
+        self._queue: asyncio.Queue[Publication | None] = asyncio.Queue(maxsize)
+        self._closed = False
+        self.dropped = 0
+
+    def offer(self, publication: Publication) -> None:
+        """Buffer one publication without waiting; drop the oldest buffered one when full."""
+        if self._closed:
+            return
+        self._put(publication)
+
+    def _put(self, item: Publication | None) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(item)
+
+    def end(self) -> None:
+        """Stop the feed: a waiting consumer wakes up and the iteration finishes."""
+        if not self._closed:
+            self._closed = True
+            # The None marker wakes a consumer blocked in get(); what is buffered before it is
+            # still delivered.
+            self._put(None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Publication:
+        if self._closed and self._queue.empty():
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        """End the feed (async-generator style, so `contextlib.aclosing` works)."""
+        self.end()
+
+
+class Fanout:
+    """The set of live subscriptions of one process; publishing never blocks."""
+
+    def __init__(self, queue_size: int = DEFAULT_SUBSCRIBER_QUEUE) -> None:
+        self.queue_size = queue_size
+        # Weak references: a consumer that stops iterating without closing must not leak a queue.
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+
+    def subscribe(self) -> Subscription:
+        """A new subscription that receives everything published from now on."""
+        subscription = Subscription(self.queue_size)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def publish(self, publications: Sequence[Publication]) -> None:
+        """Hand the publications, in order, to every live subscription."""
+        for subscription in list(self._subscriptions):
+            if subscription.closed:
+                self._subscriptions.discard(subscription)
+                continue
+            for publication in publications:
+                subscription.offer(publication)
+
+    def close(self) -> None:
+        """End every subscription."""
+        for subscription in list(self._subscriptions):
+            subscription.end()
+        self._subscriptions.clear()
+
+    def __len__(self) -> int:
+        return sum(1 for subscription in self._subscriptions if not subscription.closed)
+
+
+class MemoryStore:
+    """Store kept in this process: history bounded to `history_limit` values per index."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE,
+    ) -> None:
+        if history_limit < 1:
+            raise ValueError(f"history_limit must be at least 1, got {history_limit}")
+        self.history_limit = history_limit
+        self._state: EngineState | None = None
+        self._latest: dict[str, Publication] = {}
+        self._history: dict[str, deque[Publication]] = {}
+        self._fanout = Fanout(subscriber_queue)
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """End every live subscription; the stored data stays readable."""
+        self._fanout.close()
+
+    async def ping(self) -> bool:
+        """Always True: the memory is this process."""
+        return True
+
+    async def load_state(self) -> EngineState | None:
+        """A copy of the last committed state, or None before the first commit."""
+        return None if self._state is None else _copy_state(self._state)
+
+    async def commit(self, state: EngineState, publications: Sequence[Publication]) -> None:
+        """Save state, latest values and history, then hand the publications to subscribers."""
+        # A copy, as Redis would keep: the engine goes on mutating its own state object.
+        self._state = _copy_state(state)
+        for publication in publications:
+            self._latest[publication.code] = publication
+            self._append_history(publication)
+        self._fanout.publish(publications)
+
+    def _append_history(self, publication: Publication) -> None:
+        values = self._history.get(publication.code)
+        if values is None:
+            values = self._history[publication.code] = deque(maxlen=self.history_limit)
+        if not values or values[-1].time < publication.time:
+            values.append(publication)  # the usual case: the grid only moves forward
+            return
+        # A value for an instant already published (a restart re-publishing its last grid point)
+        # replaces it, so history keeps one value per instant, as the Redis store does.
+        ordered = list(values)
+        times = [value.time for value in ordered]
+        at = bisect.bisect_left(times, publication.time)
+        if at < len(ordered) and ordered[at].time == publication.time:
+            ordered[at] = publication
+        else:
+            ordered.insert(at, publication)
+        values.clear()
+        values.extend(ordered[-self.history_limit :])
+
+    async def latest(self) -> dict[str, Publication]:
+        """The last committed value per index code."""
+        return dict(self._latest)
+
+    async def history(
+        self, code: str, since: datetime | None, until: datetime | None, limit: int
+    ) -> list[Publication]:
+        """Values of `code` with since <= time <= until, ascending; the latest `limit` if more."""
+        values = self._history.get(code)
+        if not values or limit <= 0:
+            return []
+        selected = [
+            value
+            for value in values
+            if (since is None or value.time >= since) and (until is None or value.time <= until)
+        ]
+        return selected[-limit:]
+
+    def subscribe(self) -> AsyncIterator[Publication]:
+        """Live publications committed from now on, through a bounded drop-oldest queue."""
+        return self._fanout.subscribe()
+
+    @property
+    def subscriber_count(self) -> int:
+        """Subscriptions currently open."""
+        return len(self._fanout)
+
+
+def _copy_state(state: EngineState) -> EngineState:
+    return EngineState.loads(state.dumps())

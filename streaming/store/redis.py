@@ -1,0 +1,346 @@
+"""The Redis Store: state, latest values and history in Redis, fan-out over Redis pub/sub.
+
+Keys, all under the namespace `ns`:
+  {ns}:state            string, EngineState.dumps() of the last commit
+  {ns}:latest           hash, index code -> Publication.record()
+  {ns}:history:{code}   sorted set, score = epoch seconds of the grid instant, member = record
+  {ns}:publications     pub/sub channel, one record per message
+
+A commit writes all of them in one MULTI/EXEC, so a reader never sees a state newer than the
+latest values it goes with. Each process holds one channel subscription and fans it out locally
+through the same bounded drop-oldest queues as the memory store; publications announced while the
+subscription is down (Redis restarting) are not replayed: `latest()` is the way to catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streaming.errors import ConfigError, IndexTickerError, StoreUnavailable
+from streaming.publication import EngineState, Publication
+from streaming.store.base import DEFAULT_HISTORY_LIMIT
+from streaming.store.memory import DEFAULT_SUBSCRIBER_QUEUE, Fanout
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "index-ticker"
+CONNECT_TIMEOUT = 2.0  # seconds to open a TCP connection to Redis
+COMMAND_TIMEOUT = 5.0  # seconds to wait for a reply to a command
+PING_TIMEOUT = 1.0  # seconds ping() waits before answering False
+SUBSCRIBE_TIMEOUT = 5.0  # seconds to wait for Redis to confirm the channel subscription
+POLL_INTERVAL = 1.0  # seconds between idle wake-ups of the channel reader
+HEALTH_CHECK_INTERVAL = 15  # seconds of silence before the channel connection is pinged
+RECONNECT_INITIAL = 0.1  # seconds before the first attempt to resubscribe
+RECONNECT_CAP = 5.0  # seconds: the longest wait between attempts
+COMMAND_RETRIES = 2  # extra attempts of a command whose connection broke (a restarted Redis)
+
+# Errors that mean "Redis is not reachable right now", as opposed to a bad command or reply.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, fit for logs and error messages."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(key, "***" if key.lower() == "password" else value) for key, value in pairs]
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def decode_publication(data: str | bytes) -> Publication:
+    """Parse a stored record, checking field types; raise ValueError when it is not one."""
+    try:
+        publication = Publication.from_record(data)
+    except (ValueError, TypeError, KeyError, IndexTickerError) as exc:
+        raise ValueError(f"not a publication record: {exc}") from exc
+    for name in ("value", "previous_close", "capitalization", "divisor"):
+        if not _is_number(getattr(publication, name)):
+            raise ValueError(f"not a publication record: {name} is not a number")
+    if publication.fx_rate is not None and not _is_number(publication.fx_rate):
+        raise ValueError("not a publication record: fx_rate is not a number")
+    if not isinstance(publication.code, str) or not isinstance(publication.currency, str):
+        raise ValueError("not a publication record: code and currency must be strings")
+    if isinstance(publication.seq, bool) or not isinstance(publication.seq, int):
+        raise ValueError("not a publication record: seq is not an integer")
+    return publication
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class RedisStore:
+    """Store in Redis: survives restarts of this process and is shared between processes."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE,
+    ) -> None:
+        if not namespace:
+            raise ValueError("namespace must not be empty")
+        if history_limit < 1:
+            raise ValueError(f"history_limit must be at least 1, got {history_limit}")
+        self.url = url
+        self.namespace = namespace
+        self.history_limit = history_limit
+        self.state_key = f"{namespace}:state"
+        self.latest_key = f"{namespace}:latest"
+        self.channel = f"{namespace}:publications"
+        self._client: Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = False
+        self._fanout = Fanout(subscriber_queue)
+
+    def history_key(self, code: str) -> str:
+        """The sorted set holding the history of one index."""
+        return f"{self.namespace}:history:{code}"
+
+    @property
+    def listening(self) -> bool:
+        """True while the channel subscription is live (False while reconnecting)."""
+        return self._listening
+
+    @property
+    def subscriber_count(self) -> int:
+        """Subscriptions currently open in this process."""
+        return len(self._fanout)
+
+    async def open(self) -> None:
+        """Connect, check Redis answers and subscribe to the channel; StoreUnavailable if not."""
+        if self._client is not None:
+            return
+        try:
+            client = self._connect()
+        except ValueError as exc:
+            raise ConfigError("redis_url", str(exc), redact_url(self.url)) from exc
+        try:
+            await client.ping()
+            pubsub = await self._subscribe_channel(client)
+        except (RedisError, *_UNREACHABLE) as exc:
+            await client.aclose()
+            raise self._unavailable(exc) from exc
+        self._client = client
+        self._listener = asyncio.create_task(
+            self._listen(pubsub), name=f"redis-store-listener:{self.channel}"
+        )
+
+    def _connect(self) -> Redis:
+        return Redis.from_url(
+            self.url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            # After Redis restarts, pooled connections are dead until used once: retrying on a
+            # fresh connection hides that. Timeouts are not retried: the command may have run.
+            retry=Retry(
+                ExponentialBackoff(cap=0.5, base=0.05),
+                COMMAND_RETRIES,
+                supported_errors=(RedisConnectionError,),
+            ),
+            retry_on_error=[RedisConnectionError],
+        )
+
+    async def close(self) -> None:
+        """End subscriptions, stop the channel reader and close the connections."""
+        self._fanout.close()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            # The listener closes its own pub/sub connection on the way out.
+            await asyncio.gather(listener, return_exceptions=True)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        self._listening = False
+
+    def _redis(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError(f"RedisStore for {redact_url(self.url)} is not open")
+        return self._client
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"Redis at {redact_url(self.url)} does not answer: {exc}")
+
+    async def ping(self) -> bool:
+        """True when Redis answers within PING_TIMEOUT seconds; never raises."""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            async with asyncio.timeout(PING_TIMEOUT):
+                return bool(await client.ping())
+        except (RedisError, *_UNREACHABLE):
+            return False
+
+    async def load_state(self) -> EngineState | None:
+        """The state saved with the last commit, or None on a fresh namespace."""
+        try:
+            raw = await self._redis().get(self.state_key)
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        return None if raw is None else EngineState.loads(raw)
+
+    async def commit(self, state: EngineState, publications: Sequence[Publication]) -> None:
+        """Write state, latest, history (trimmed) and announce, in one MULTI/EXEC round trip."""
+        records = [(publication, publication.record()) for publication in publications]
+        try:
+            async with self._redis().pipeline(transaction=True) as pipe:
+                pipe.set(self.state_key, state.dumps())
+                if records:
+                    pipe.hset(
+                        self.latest_key,
+                        mapping={publication.code: record for publication, record in records},
+                    )
+                for publication, record in records:
+                    key = self.history_key(publication.code)
+                    score = publication.time.timestamp()
+                    # One value per instant: a re-publication of a grid point replaces it.
+                    pipe.zremrangebyscore(key, score, score)
+                    pipe.zadd(key, {record: score})
+                    pipe.zremrangebyrank(key, 0, -self.history_limit - 1)
+                for _, record in records:
+                    pipe.publish(self.channel, record)
+                await pipe.execute()
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+
+    async def latest(self) -> dict[str, Publication]:
+        """The last committed value per index code (unreadable entries are logged and left out)."""
+        try:
+            raw = await self._redis().hgetall(self.latest_key)
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        result: dict[str, Publication] = {}
+        for field, record in raw.items():
+            try:
+                publication = decode_publication(record)
+            except ValueError as exc:
+                log.error(
+                    "skipping unreadable latest value %r in %s: %s", field, self.latest_key, exc
+                )
+                continue
+            result[publication.code] = publication
+        return result
+
+    async def history(
+        self, code: str, since: datetime | None, until: datetime | None, limit: int
+    ) -> list[Publication]:
+        """Values of `code` with since <= time <= until, ascending; the latest `limit` if more."""
+        if limit <= 0:
+            return []
+        high: float | str = "+inf" if until is None else until.timestamp()
+        low: float | str = "-inf" if since is None else since.timestamp()
+        try:
+            # Newest first so that the limit keeps the latest values, then put back in time order.
+            raw = await self._redis().zrevrangebyscore(
+                self.history_key(code), high, low, start=0, num=limit
+            )
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        result: list[Publication] = []
+        for record in reversed(cast(list[bytes], raw)):
+            try:
+                result.append(decode_publication(record))
+            except ValueError as exc:
+                log.error("skipping unreadable history value of %s: %s", code, exc)
+        return result
+
+    def subscribe(self) -> AsyncIterator[Publication]:
+        """Live publications committed from now on, through a bounded drop-oldest queue."""
+        return self._fanout.subscribe()
+
+    async def _subscribe_channel(self, client: Redis) -> PubSub:
+        """A pub/sub connection whose subscription Redis has confirmed."""
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            # Waiting for the confirmation means any PUBLISH made after this returns reaches us.
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                while True:
+                    message = await pubsub.get_message(timeout=POLL_INTERVAL)
+                    if message is not None and message["type"] == "subscribe":
+                        break
+        except BaseException:
+            await _close_quietly(pubsub)
+            raise
+        self._listening = True
+        return pubsub
+
+    async def _listen(self, pubsub: PubSub | None) -> None:
+        """Read the channel until cancelled, resubscribing with capped exponential backoff."""
+        delay = RECONNECT_INITIAL
+        try:
+            while True:
+                try:
+                    if pubsub is None:
+                        pubsub = await self._subscribe_channel(self._redis())
+                        log.info("resubscribed to %s on %s", self.channel, redact_url(self.url))
+                        delay = RECONNECT_INITIAL
+                    message = await pubsub.get_message(timeout=POLL_INTERVAL)
+                    if message is not None and message["type"] == "message":
+                        self._deliver(message["data"])
+                except Exception as exc:
+                    # Whatever went wrong, the feed must go on: drop the connection and retry.
+                    self._listening = False
+                    if isinstance(exc, RedisError | OSError | asyncio.TimeoutError):
+                        log.warning(
+                            "lost %s on %s (%s); retrying in %.1f s",
+                            self.channel,
+                            redact_url(self.url),
+                            exc,
+                            delay,
+                        )
+                    else:
+                        log.exception("channel reader failed; retrying in %.1f s", delay)
+                    if pubsub is not None:
+                        await _close_quietly(pubsub)
+                        pubsub = None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_CAP)
+        finally:
+            self._listening = False
+            if pubsub is not None:
+                await _close_quietly(pubsub)
+
+    def _deliver(self, data: str | bytes) -> None:
+        if not len(self._fanout):
+            return  # nobody listening in this process: skip the parsing
+        try:
+            publication = decode_publication(data)
+        except ValueError as exc:
+            log.error("skipping malformed message on %s: %s", self.channel, exc)
+            return
+        self._fanout.publish([publication])
+
+
+async def _close_quietly(pubsub: PubSub) -> None:
+    try:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    except (RedisError, OSError) as exc:
+        log.debug("closing a broken pub/sub connection: %s", exc)
