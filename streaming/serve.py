@@ -96,4 +96,10 @@ def serve(settings: Settings) -> None:
             f"{parts.token}",
             file=sys.stderr,
         )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_max_size=1024 * 1024,  # no WebSocket client message is allowed near this big
+    )

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
-
 from factories import formula, small_definition
+
 from streaming.engine import Engine
 from streaming.methodology.schedule import SessionHours
 from streaming.publication import EngineState, Publication

@@ -1,0 +1,90 @@
+"""One JSON error shape for every HTTP error: {"detail": "<reason>", ...extra fields}."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from streaming.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An HTTP error with a human reason and machine-readable extra fields (field, code, ...)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        self.status_code = status_code
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+        super().__init__(detail)
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, **self.extra}
+
+
+def error_response(
+    status_code: int, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """The JSON error response every handler returns."""
+    return JSONResponse({"detail": detail, **extra}, status_code=status_code, headers=headers)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    # ("query", "limit") -> "limit"; body locations keep their path ("body.0.price").
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in ("query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "request"
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.detail, exc.headers, **exc.extra)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, str(exc.detail), exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if not errors:
+        return error_response(422, "invalid request")
+    first = errors[0]
+    field = _location(first.get("loc", ()))
+    return error_response(422, f"{field}: {first.get('msg', 'invalid')}", field=field)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, f"state store unavailable: {exc}", {"Retry-After": "1"})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error, ours or the framework's, answer in the one JSON shape."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,148 @@
+"""POST /v1/ticks: authenticated batches of trade prices into the running engine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Container
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from app.auth import check_bearer
+from app.errors import ApiError
+from app.models import IngestResult, error_responses
+from app.services import Services, services_of
+from streaming.ticks import Rejection, Tick, parse_batch
+
+router = APIRouter(tags=["ingest"])
+
+# Declared for the OpenAPI document only; the header is checked by check_bearer, which tells a
+# missing header (401) from a malformed one (401) and a wrong token (403).
+_bearer = HTTPBearer(auto_error=False, description="the ingest token")
+
+_TICK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["secid", "price"],
+    "properties": {
+        "secid": {"type": "string", "description": "a constituent line, e.g. SBER"},
+        "price": {"type": "number", "exclusiveMinimum": 0, "description": "roubles"},
+        "time": {
+            "type": ["string", "number"],
+            "description": "ISO 8601 (naive = UTC) or epoch seconds; default: time of receipt",
+        },
+        "volume": {"type": "number", "minimum": 0},
+    },
+}
+
+_OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": _TICK_SCHEMA},
+                "example": [
+                    {"secid": "SBER", "price": 301.25, "time": "2024-05-06T07:00:01.250Z"},
+                    {"secid": "GAZP", "price": 162.4, "volume": 10},
+                ],
+            }
+        },
+    }
+}
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body exceeds {limit} bytes", limit=limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as more than `limit` bytes arrive."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_bytes = int(declared)
+        except ValueError:
+            raise ApiError(400, f"malformed Content-Length {declared!r}") from None
+        if declared_bytes > limit:
+            raise _too_large(limit)
+    body = bytearray()
+    # Counted while streaming: a chunked body or a lying Content-Length cannot exceed the limit.
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _too_large(limit)
+    except ClientDisconnect:
+        # Nobody is left to answer; a plain 400 keeps it out of the error log.
+        raise ApiError(400, "the client went away before the body was complete") from None
+    return bytes(body)
+
+
+def decode_batch(body: bytes, max_ticks: int) -> list[object]:
+    """The body as a JSON array of raw ticks, or a 413/422 saying what is wrong with it."""
+    if not body.strip():
+        raise ApiError(422, "body: empty; expected a JSON array of ticks", field="body")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise ApiError(422, "body: not UTF-8 text", field="body") from None
+    except json.JSONDecodeError as error:
+        raise ApiError(422, f"body: not valid JSON ({error})", field="body") from None
+    except RecursionError:
+        raise ApiError(422, "body: JSON nested too deeply", field="body") from None
+    if not isinstance(data, list):
+        raise ApiError(
+            422,
+            f"body: must be a JSON array of ticks, got {type(data).__name__}",
+            field="body",
+        )
+    if len(data) > max_ticks:
+        raise ApiError(
+            413,
+            f"body: {len(data)} ticks in one request; the limit is {max_ticks}",
+            field="body",
+            limit=max_ticks,
+        )
+    return data
+
+
+def _validate(
+    body: bytes, max_ticks: int, known: Container[str], now: datetime
+) -> tuple[list[Tick], list[Rejection]]:
+    return parse_batch(decode_batch(body, max_ticks), known, now)
+
+
+@router.post(
+    "/v1/ticks",
+    response_model=IngestResult,
+    dependencies=[Depends(_bearer)],
+    openapi_extra=_OPENAPI_BODY,
+    responses=error_responses(
+        (401, "missing or malformed Authorization header"),
+        (403, "wrong token"),
+        (413, "body or batch too large"),
+        (422, "body is not a JSON array"),
+        (503, "this process runs no engine"),
+    ),
+)
+async def post_ticks(
+    request: Request,
+    services: Annotated[Services, Depends(services_of)],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> dict[str, Any]:
+    """Apply a batch of trade prices; bad ticks are refused one by one, good ones still apply."""
+    check_bearer(authorization, services.ingest_token)
+    engine = services.engine
+    if engine is None:
+        raise ApiError(503, "this process serves the API only and accepts no ticks")
+    body = await read_body(request, services.max_body_bytes)
+    received = datetime.now(UTC)
+    # Parsing a large batch takes a while; keep the event loop free for the WebSocket fan-out.
+    ticks, rejections = await run_in_threadpool(
+        _validate, body, services.max_ticks_per_request, engine.known_secids, received
+    )
+    accepted = engine.submit(ticks) if ticks else 0
+    return {"accepted": accepted, "rejected": [r.as_dict() for r in rejections]}

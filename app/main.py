@@ -1,0 +1,108 @@
+"""The FastAPI application: REST, tick ingest, WebSocket fan-out, health and the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+import streaming
+from app import ingest, rest, ws
+from app.broadcast import Broadcaster
+from app.errors import install_error_handlers
+from app.models import error_responses
+from app.services import Services, services_of
+
+__all__ = ["STATIC_DIR", "Services", "create_app"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STORE_PING_TIMEOUT_SECONDS = 2.0
+
+_PLACEHOLDER = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>index-ticker</title></head>
+<body><h1>index-ticker</h1>
+<p>The dashboard is not installed. Values: <a href="/v1/indices">/v1/indices</a>,
+API documentation: <a href="/docs">/docs</a>.</p></body></html>
+"""
+
+
+def create_app(services: Services) -> FastAPI:
+    """The application for these services; the lifespan opens and closes them in order."""
+    broadcaster = Broadcaster(services.store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            await services.store.open()
+            stack.push_async_callback(services.store.close)
+            if services.engine is not None:
+                await services.engine.start()
+                stack.push_async_callback(services.engine.stop)
+            await broadcaster.start()
+            stack.push_async_callback(broadcaster.stop)
+            yield
+
+    app = FastAPI(
+        title="index-ticker",
+        version=streaming.__version__,
+        summary="Real-time IMOEX and RTSI values over REST and WebSocket",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.broadcaster = broadcaster
+    install_error_handlers(app)
+    app.include_router(rest.router)
+    app.include_router(ingest.router)
+    app.include_router(ws.router)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
+    app.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        tags=["health"],
+        responses=error_responses((503, "the state store does not answer")),
+    )
+    app.add_api_route("/", dashboard, methods=["GET"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app
+
+
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers HTTP."""
+    return {"status": "ok"}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 when the state store answers, 503 when it does not."""
+    services = services_of(request)
+    broadcaster: Broadcaster = request.app.state.broadcaster
+    try:
+        answered = await asyncio.wait_for(services.store.ping(), STORE_PING_TIMEOUT_SECONDS)
+    except Exception:
+        answered = False
+    body: dict[str, Any] = {
+        "status": "ready" if answered else "unavailable",
+        "store": {"backend": services.store.name, "ok": answered},
+        "broadcast": broadcaster.stats(),
+    }
+    if services.engine is not None:
+        body["engine"] = jsonable_encoder(services.engine.status())
+    if not answered:
+        body = {"detail": f"state store {services.store.name!r} does not answer", **body}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
+
+
+async def dashboard() -> Response:
+    """The live dashboard page (a placeholder when the page is not installed)."""
+    index = STATIC_DIR / "index.html"
+    if index.is_file():
+        return FileResponse(index, media_type="text/html")
+    return HTMLResponse(_PLACEHOLDER)

@@ -1,0 +1,69 @@
+"""What the HTTP edge is built from, and how request handlers reach it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from app.broadcast import Broadcaster
+from app.errors import ApiError
+from streaming.engine import Engine
+from streaming.errors import ConfigError
+from streaming.methodology.calculator import IndexSpec
+from streaming.methodology.definition import IndexDefinition
+from streaming.store.base import Store
+
+MIB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Services:
+    """The parts one API process runs with; engine is None in an API-only process."""
+
+    definition: IndexDefinition
+    store: Store
+    engine: Engine | None
+    ingest_token: str
+    max_body_bytes: int = 4 * MIB  # POST /v1/ticks body, bytes
+    ws_queue_size: int = 256  # updates buffered per WebSocket client before dropping the oldest
+    max_ticks_per_request: int = 100_000
+    ws_max_message_bytes: int = 64 * 1024  # one incoming WebSocket message, bytes
+    ws_max_subscriptions: int = 64  # index codes per WebSocket connection
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_body_bytes",
+            "ws_queue_size",
+            "max_ticks_per_request",
+            "ws_max_message_bytes",
+            "ws_max_subscriptions",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+    def spec(self, code: str) -> IndexSpec:
+        """The index of this code, or a 404 naming it and the known codes."""
+        try:
+            return self.definition.spec(code)
+        except KeyError:
+            known = list(self.definition.codes)
+            raise ApiError(
+                404,
+                f"unknown index {code!r}; known: {', '.join(known)}",
+                code=code,
+                known=known,
+            ) from None
+
+
+def services_of(connection: HTTPConnection) -> Services:
+    """The Services of the app serving this request or WebSocket."""
+    services: Services = connection.app.state.services
+    return services
+
+
+def broadcaster_of(connection: HTTPConnection) -> Broadcaster:
+    """The process-wide fan-out of the app serving this WebSocket."""
+    broadcaster: Broadcaster = connection.app.state.broadcaster
+    return broadcaster

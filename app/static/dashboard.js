@@ -1,0 +1,542 @@
+// Live IMOEX / RTSI dashboard: REST for the first paint and history, WebSocket for updates.
+"use strict";
+
+(() => {
+  const CODES = ["IMOEX", "RTSI"];
+  const MSK_OFFSET_MS = 3 * 3600 * 1000; // Moscow is UTC+3 all year, whatever the browser's zone
+  const DEFAULT_CADENCE_MS = 15000;
+  const STALE_AFTER_INTERVALS = 3;
+  const RECONNECT_MIN_MS = 1000;
+  const RECONNECT_MAX_MS = 30000;
+  const PING_EVERY_MS = 20000;
+  const HISTORY_LIMIT = 10000; // the API caps one request here; it returns the latest ones
+  const MAX_POINTS = 100000; // per index; a 1 s grid for a whole day stays under this
+
+  const state = {
+    latest: {}, // code -> last index object
+    series: {}, // code -> [{t: epoch ms, v: points}] ascending
+    cadenceMs: DEFAULT_CADENCE_MS,
+    lastMessageAt: 0, // browser clock, ms: stale is judged by arrival, not by server time
+    conn: "connecting",
+    ws: null,
+    attempts: 0,
+    everOpened: false,
+    reconnectAt: 0,
+    pingTimer: 0,
+    constituents: [],
+    constituentsCode: "IMOEX",
+    constituentsTimer: 0,
+    sort: { key: "weight", dir: -1 },
+    drawQueued: false,
+  };
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const card = (code) => $(`.card[data-code="${code}"]`);
+
+  // ---- formatting -------------------------------------------------------
+
+  const num = (x, digits) =>
+    Number(x).toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  const isNum = (x) => typeof x === "number" && Number.isFinite(x);
+  const signed = (x, digits) => (x > 0 ? "+" : x < 0 ? "−" : "") + num(Math.abs(x), digits);
+  const pad2 = (n) => String(n).padStart(2, "0");
+
+  function mskParts(ms) {
+    const d = new Date(ms + MSK_OFFSET_MS);
+    return {
+      date: `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())}`,
+      hm: `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}`,
+      hms: `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}:${pad2(d.getUTCSeconds())}`,
+    };
+  }
+
+  /** Epoch ms of the Moscow midnight that starts the day containing `ms`. */
+  function mskDayStart(ms) {
+    const day = 86400000;
+    return Math.floor((ms + MSK_OFFSET_MS) / day) * day - MSK_OFFSET_MS;
+  }
+
+  function priceDigits(p) {
+    if (Math.abs(p) >= 100) return 2;
+    if (Math.abs(p) >= 1) return 3;
+    return 5;
+  }
+
+  function compactRoubles(x) {
+    const steps = [[1e12, "trn"], [1e9, "bn"], [1e6, "mn"]];
+    for (const [size, unit] of steps) if (Math.abs(x) >= size) return `₽${num(x / size, 2)} ${unit}`;
+    return `₽${num(x, 0)}`;
+  }
+
+  // ---- data in ----------------------------------------------------------
+
+  async function getJSON(path) {
+    const resp = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (!resp.ok) throw new Error(`${path}: HTTP ${resp.status}`);
+    return resp.json();
+  }
+
+  function toPoint(msg) {
+    const t = Date.parse(msg.time);
+    const v = isNum(msg.precise_value) ? msg.precise_value : msg.value;
+    return isNum(t) && isNum(v) ? { t, v } : null;
+  }
+
+  /** Merge points into a series, keeping time order, one point per instant and only one day. */
+  function mergePoints(code, points) {
+    let series = state.series[code] || [];
+    const one = points.length === 1 ? points[0] : null;
+    const last = series[series.length - 1];
+    if (one && last && one.t > last.t && mskDayStart(one.t) === mskDayStart(last.t)) {
+      series.push(one); // the common case, a live point after the last one: no re-sort
+    } else {
+      const byTime = new Map(series.map((p) => [p.t, p]));
+      for (const p of points) if (p) byTime.set(p.t, p);
+      series = [...byTime.values()].sort((a, b) => a.t - b.t);
+      const end = series[series.length - 1];
+      if (end) series = series.filter((p) => p.t >= mskDayStart(end.t)); // a new day, a new chart
+    }
+    if (series.length > MAX_POINTS) series = series.slice(-MAX_POINTS);
+    state.series[code] = series;
+    inferCadence(series);
+  }
+
+  /** The grid step is the smallest gap between publications; the stale timer depends on it. */
+  function inferCadence(points) {
+    let best = Infinity;
+    for (let i = Math.max(1, points.length - 50); i < points.length; i++) {
+      const gap = points[i].t - points[i - 1].t;
+      if (gap > 0 && gap < best) best = gap;
+    }
+    if (best !== Infinity && best !== state.cadenceMs) {
+      state.cadenceMs = best;
+      $("#cadence-note").textContent = `Published every ${best / 1000} s.`;
+    }
+  }
+
+  function applyIndex(msg) {
+    if (!msg || !CODES.includes(msg.code)) return;
+    const prev = state.latest[msg.code];
+    // A late REST answer must not overwrite a newer value that came over the socket.
+    if (prev && Date.parse(msg.time) < Date.parse(prev.time)) return;
+    state.latest[msg.code] = msg;
+    mergePoints(msg.code, [toPoint(msg)]);
+    renderCard(msg.code, prev);
+    queueDraw();
+  }
+
+  async function loadHistory(code, sinceMs) {
+    const since = new Date(sinceMs).toISOString();
+    const path = `/v1/indices/${code}/history?since=${encodeURIComponent(since)}`;
+    const rows = await getJSON(`${path}&limit=${HISTORY_LIMIT}`);
+    const list = Array.isArray(rows) ? rows : rows.values || rows.history || [];
+    mergePoints(code, list.map(toPoint));
+    queueDraw();
+  }
+
+  async function loadInitial() {
+    try {
+      const list = await getJSON("/v1/indices");
+      for (const msg of Array.isArray(list) ? list : []) applyIndex(msg);
+    } catch (err) {
+      console.warn("indices", err);
+    }
+    await Promise.all(
+      CODES.map((code) => {
+        const last = state.latest[code] && Date.parse(state.latest[code].time);
+        const since = mskDayStart(isNum(last) ? last : Date.now());
+        return loadHistory(code, since).catch((err) => console.warn("history", code, err));
+      }),
+    );
+    loadConstituents();
+  }
+
+  /** After a reconnect, fetch what was published while the socket was down. */
+  function backfill() {
+    for (const code of CODES) {
+      const pts = state.series[code] || [];
+      const since = pts.length ? pts[pts.length - 1].t : mskDayStart(Date.now());
+      loadHistory(code, since).catch((err) => console.warn("backfill", code, err));
+    }
+  }
+
+  // ---- cards ------------------------------------------------------------
+
+  function renderCard(code, prev) {
+    const el = card(code);
+    const msg = state.latest[code];
+    if (!el || !msg) return;
+    const set = (field, text) => {
+      const node = $(`[data-field="${field}"]`, el);
+      if (node) node.textContent = text;
+    };
+    const valueNode = $(`[data-field="value"]`, el);
+    const hasValue = isNum(msg.value);
+    set("value", hasValue ? num(msg.value, 2) : "—");
+    valueNode.dataset.value = hasValue ? msg.value.toFixed(2) : "";
+    el.dataset.seq = msg.seq ?? "";
+    el.dataset.time = msg.time || "";
+    if (hasValue && prev && isNum(prev.value) && prev.value !== msg.value) {
+      const cls = msg.value > prev.value ? "tick-up" : "tick-down";
+      valueNode.classList.add(cls);
+      setTimeout(() => valueNode.classList.remove(cls), 400);
+    }
+    const change = isNum(msg.change) ? msg.change : null;
+    el.dataset.dir = change === null || change === 0 ? "flat" : change > 0 ? "up" : "down";
+    set("change", change === null ? "—" : signed(change, 2));
+    set("change_percent", isNum(msg.change_percent) ? `(${signed(msg.change_percent, 2)}%)` : "");
+    if (msg.time) {
+      const p = mskParts(Date.parse(msg.time));
+      set("time", `${p.hms} MSK`);
+      $(`[data-field="time"]`, el).title = `${p.date} ${p.hms} Moscow time`;
+    }
+    set("previous_close", isNum(msg.previous_close) ? num(msg.previous_close, 2) : "—");
+    set("fx_rate", isNum(msg.fx_rate) ? num(msg.fx_rate, 4) : "—");
+    set("capitalization", isNum(msg.capitalization) ? compactRoubles(msg.capitalization) : "—");
+    document.title = CODES.map((c) => {
+      const m = state.latest[c];
+      return m && isNum(m.value) ? `${c} ${num(m.value, 2)}` : c;
+    }).join(" · ");
+  }
+
+  // ---- chart ------------------------------------------------------------
+
+  function queueDraw() {
+    if (state.drawQueued) return;
+    state.drawQueued = true;
+    requestAnimationFrame(() => {
+      state.drawQueued = false;
+      for (const code of CODES) drawChart(code);
+    });
+  }
+
+  function cssVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+
+  /** Reduce to at most two points (min and max) per pixel column, so a long day draws fast. */
+  function thin(points, x, width) {
+    if (points.length <= width * 2) return points;
+    const out = [];
+    let col = -1;
+    let lo = null;
+    let hi = null;
+    const flush = () => {
+      if (lo) out.push(...(lo.t <= hi.t ? [lo, hi] : [hi, lo]));
+    };
+    for (const p of points) {
+      const c = Math.floor(x(p.t));
+      if (c !== col) {
+        flush();
+        col = c;
+        lo = hi = p;
+      } else {
+        if (p.v < lo.v) lo = p;
+        if (p.v > hi.v) hi = p;
+      }
+    }
+    flush();
+    return out;
+  }
+
+  function niceStep(range, count) {
+    const raw = range / count;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const unit = [1, 2, 2.5, 5, 10].find((m) => m * mag >= raw) || 10;
+    return unit * mag;
+  }
+
+  function drawChart(code) {
+    const canvas = $(`.card[data-code="${code}"] canvas`);
+    const w = canvas ? canvas.clientWidth : 0;
+    const h = canvas ? canvas.clientHeight : 0;
+    if (!w || !h) return;
+    const dpr = window.devicePixelRatio || 1;
+    canvas.width = Math.round(w * dpr);
+    canvas.height = Math.round(h * dpr);
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.font = "11px system-ui, sans-serif";
+    const points = state.series[code] || [];
+    const msg = state.latest[code];
+    const close = msg && isNum(msg.previous_close) ? msg.previous_close : null;
+    canvas.dataset.points = String(points.length);
+    const muted = cssVar("--muted");
+    if (!points.length) {
+      ctx.fillStyle = muted;
+      ctx.textAlign = "center";
+      ctx.fillText("No publications today yet", w / 2, h / 2);
+      return;
+    }
+
+    let lo = close ?? Infinity;
+    let hi = close ?? -Infinity;
+    for (const p of points) {
+      lo = Math.min(lo, p.v);
+      hi = Math.max(hi, p.v);
+    }
+    const span = hi - lo || Math.abs(hi) * 0.001 || 1;
+    lo -= span * 0.08;
+    hi += span * 0.08;
+    const last = points[points.length - 1];
+    const t0 = points[0].t;
+    const t1 = Math.max(last.t, t0 + state.cadenceMs);
+    const pad = { l: 4, r: 64, t: 8, b: 20 };
+    const pw = w - pad.l - pad.r;
+    const ph = h - pad.t - pad.b;
+    const x = (t) => pad.l + ((t - t0) / (t1 - t0)) * pw;
+    const y = (v) => Math.round(pad.t + (1 - (v - lo) / (hi - lo)) * ph) + 0.5;
+    const hline = (yy) => {
+      ctx.beginPath();
+      ctx.moveTo(pad.l, yy);
+      ctx.lineTo(pad.l + pw, yy);
+      ctx.stroke();
+    };
+    const tagY = Math.min(Math.max(y(last.v), pad.t + 8), pad.t + ph - 8);
+
+    // Grid with value labels on the right, leaving room for the latest-value tag.
+    ctx.strokeStyle = cssVar("--grid");
+    ctx.fillStyle = muted;
+    ctx.lineWidth = 1;
+    ctx.textBaseline = "middle";
+    const step = niceStep(hi - lo, 4);
+    for (let i = Math.ceil(lo / step); i * step <= hi; i++) {
+      hline(y(i * step));
+      if (Math.abs(y(i * step) - tagY) > 14) {
+        ctx.fillText(num(i * step, step < 1 ? 2 : 0), pad.l + pw + 6, y(i * step));
+      }
+    }
+
+    // Time labels in Moscow time; the end ones align inwards so they are not clipped.
+    ctx.textBaseline = "alphabetic";
+    const labels = Math.max(2, Math.min(6, Math.floor(pw / 90)));
+    for (let i = 0; i < labels; i++) {
+      const t = t0 + ((t1 - t0) * i) / (labels - 1);
+      const parts = mskParts(t);
+      ctx.textAlign = i === 0 ? "left" : i === labels - 1 ? "right" : "center";
+      ctx.fillText(t1 - t0 < 10 * 60000 ? parts.hms : parts.hm, x(t), h - 5);
+    }
+
+    if (close !== null) {
+      ctx.setLineDash([5, 4]);
+      ctx.strokeStyle = muted;
+      hline(y(close));
+      ctx.setLineDash([]);
+    }
+
+    const colour = cssVar(close === null || last.v >= close ? "--up" : "--down");
+    ctx.beginPath();
+    for (const p of thin(points, x, pw)) ctx.lineTo(x(p.t), y(p.v));
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 1.75;
+    ctx.lineJoin = "round";
+    ctx.stroke();
+    ctx.beginPath();
+    ctx.arc(x(last.t), y(last.v), 3, 0, 2 * Math.PI);
+    ctx.fillStyle = colour;
+    ctx.fill();
+
+    // The latest value tagged on the axis, as trading screens do.
+    ctx.fillRect(pad.l + pw + 2, tagY - 8, pad.r - 2, 16);
+    ctx.fillStyle = cssVar("--panel");
+    ctx.textAlign = "left";
+    ctx.textBaseline = "middle";
+    ctx.fillText(num(last.v, 2), pad.l + pw + 5, tagY);
+  }
+
+  // ---- constituents -----------------------------------------------------
+
+  function normaliseRow(row) {
+    const weight = row.weight ?? row.weight_percent ?? row.weight_pct;
+    return {
+      secid: String(row.secid ?? row.ticker ?? ""),
+      issuer: String(row.issuer ?? row.shortname ?? ""),
+      price: isNum(row.price) ? row.price : null,
+      weight: isNum(weight) ? weight : null,
+      last_tick_time: row.last_tick_time ? Date.parse(row.last_tick_time) : null,
+    };
+  }
+
+  async function loadConstituents() {
+    const code = state.constituentsCode;
+    try {
+      const data = await getJSON(`/v1/indices/${code}/constituents`);
+      if (code !== state.constituentsCode) return; // the picker moved on meanwhile
+      const rows = Array.isArray(data) ? data : data.constituents || [];
+      state.constituents = rows.map(normaliseRow);
+      const asOf = !Array.isArray(data) && (data.as_of || data.time);
+      $("#constituents-asof").textContent = asOf
+        ? `as of ${mskParts(Date.parse(asOf)).hms} MSK · ${rows.length} lines`
+        : `${rows.length} lines`;
+      renderConstituents();
+    } catch (err) {
+      console.warn("constituents", err);
+      if (!state.constituents.length) {
+        $("#constituents tbody").innerHTML = `<tr><td colspan="5" class="muted">Constituents unavailable</td></tr>`;
+      }
+    }
+  }
+
+  function scheduleConstituents() {
+    // Both indices publish at the same instant; one refresh covers the pair.
+    clearTimeout(state.constituentsTimer);
+    state.constituentsTimer = setTimeout(loadConstituents, 300);
+  }
+
+  function renderConstituents() {
+    const { key, dir } = state.sort;
+    const rows = [...state.constituents].sort((a, b) => {
+      const av = a[key];
+      const bv = b[key];
+      if (av === null || av === "") return 1; // blanks last whatever the direction
+      if (bv === null || bv === "") return -1;
+      return (typeof av === "string" ? av.localeCompare(bv) : av - bv) * dir;
+    });
+    const maxWeight = Math.max(1, ...rows.map((r) => r.weight || 0));
+    // A base with no issuer names repeats the ticker there; the column then says nothing.
+    const named = rows.some((r) => r.issuer && r.issuer !== r.secid);
+    $("#constituents").classList.toggle("no-issuer", !named);
+    const body = document.createElement("tbody");
+    for (const r of rows) {
+      const tr = document.createElement("tr");
+      tr.dataset.secid = r.secid;
+      const cells = [
+        ["secid", r.secid],
+        ["col-issuer", r.issuer === r.secid ? "" : r.issuer],
+        ["num price", r.price === null ? "—" : num(r.price, priceDigits(r.price))],
+        ["num weight", r.weight === null ? "—" : num(r.weight, 2)],
+        ["num col-tick", r.last_tick_time ? mskParts(r.last_tick_time).hms : "—"],
+      ];
+      for (const [cls, text] of cells) {
+        const td = document.createElement("td");
+        td.className = cls;
+        td.textContent = text;
+        tr.appendChild(td);
+      }
+      if (r.weight !== null) {
+        const bar = document.createElement("span");
+        bar.className = "weight-bar";
+        bar.style.width = `${Math.round((48 * r.weight) / maxWeight)}px`;
+        tr.children[3].prepend(bar);
+      }
+      body.appendChild(tr);
+    }
+    $("#constituents tbody").replaceWith(body);
+    for (const th of document.querySelectorAll("#constituents th")) {
+      const sorted = th.dataset.key === key;
+      th.setAttribute("aria-sort", sorted ? (dir > 0 ? "ascending" : "descending") : "none");
+    }
+  }
+
+  // ---- connection -------------------------------------------------------
+
+  function setConn(conn, detail) {
+    state.conn = conn;
+    const el = $("#conn");
+    el.dataset.state = conn;
+    $("#conn-text").textContent = detail ? `${conn} ${detail}` : conn;
+  }
+
+  function connect() {
+    setConn(state.everOpened ? "reconnecting" : "connecting");
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}/v1/ws`);
+    state.ws = ws;
+    ws.onopen = () => {
+      state.attempts = 0;
+      state.lastMessageAt = Date.now();
+      ws.send(JSON.stringify({ op: "subscribe", indices: CODES }));
+      if (state.everOpened) backfill();
+      state.everOpened = true;
+      setConn("live");
+      clearInterval(state.pingTimer);
+      state.pingTimer = setInterval(() => {
+        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ op: "ping" }));
+      }, PING_EVERY_MS);
+    };
+    ws.onmessage = (event) => {
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch (err) {
+        return;
+      }
+      if (msg.type === "snapshot" || msg.type === "update") {
+        state.lastMessageAt = Date.now();
+        if (state.conn !== "live") setConn("live");
+        applyIndex(msg);
+        if (msg.type === "update" && msg.code === state.constituentsCode) scheduleConstituents();
+      } else if (msg.type === "error") {
+        console.warn("server error:", msg.reason);
+      }
+    };
+    ws.onerror = () => ws.close();
+    ws.onclose = () => {
+      if (state.ws !== ws) return;
+      clearInterval(state.pingTimer);
+      const backoff = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** state.attempts);
+      state.attempts += 1;
+      // Jitter spreads the reconnects of many pages after a server restart.
+      const delay = backoff * (0.5 + Math.random() * 0.5);
+      state.reconnectAt = Date.now() + delay;
+      setConn("reconnecting", `in ${Math.ceil(delay / 1000)} s`);
+      setTimeout(connect, delay);
+    };
+  }
+
+  function watchdog() {
+    if (state.conn === "reconnecting" && state.reconnectAt > Date.now()) {
+      setConn("reconnecting", `in ${Math.ceil((state.reconnectAt - Date.now()) / 1000)} s`);
+    }
+    if (state.conn !== "live" && state.conn !== "stale") return;
+    const quiet = Date.now() - state.lastMessageAt;
+    if (quiet > STALE_AFTER_INTERVALS * state.cadenceMs) {
+      setConn("stale", `· ${Math.round(quiet / 1000)} s since update`);
+    }
+  }
+
+  // ---- theme ------------------------------------------------------------
+
+  function effectiveTheme() {
+    const forced = document.documentElement.dataset.theme;
+    if (forced) return forced;
+    return matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+  }
+
+  function toggleTheme() {
+    const next = effectiveTheme() === "dark" ? "light" : "dark";
+    document.documentElement.dataset.theme = next;
+    try {
+      localStorage.setItem("theme", next);
+    } catch (err) {
+      /* storage may be blocked; the choice then lasts for this page only */
+    }
+    queueDraw();
+  }
+
+  // ---- start ------------------------------------------------------------
+
+  function start() {
+    $("#theme-toggle").addEventListener("click", toggleTheme);
+    matchMedia("(prefers-color-scheme: dark)").addEventListener("change", queueDraw);
+    window.addEventListener("resize", queueDraw);
+    for (const th of document.querySelectorAll("#constituents th")) {
+      $("button", th).addEventListener("click", () => {
+        const key = th.dataset.key;
+        const numeric = th.classList.contains("num");
+        state.sort = state.sort.key === key ? { key, dir: -state.sort.dir } : { key, dir: numeric ? -1 : 1 };
+        renderConstituents();
+      });
+    }
+    $("#constituents-code").addEventListener("change", (event) => {
+      state.constituentsCode = event.target.value;
+      loadConstituents();
+    });
+    setInterval(watchdog, 1000);
+    loadInitial();
+    connect();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
