@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from factories import SMALL_BASE
+
 from streaming.errors import ConfigError
 from streaming.methodology.calculator import Calculator
 from streaming.sources.replay import ReplaySource

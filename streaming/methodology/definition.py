@@ -66,6 +66,16 @@ def _unknown(keys: set[str], allowed: set[str], prefix: str, source: str) -> Non
 
 def parse_definition(data: dict[str, Any], source: str, directory: Path) -> IndexDefinition:
     """Build a definition from parsed TOML; relative base paths are resolved against directory."""
+    try:
+        return _parse_definition(data, source, directory)
+    except ConfigError as error:
+        if error.source is not None:
+            raise
+        key = "cadence_seconds" if error.key == "cadence" else error.key
+        raise ConfigError(key, error.reason, source) from None
+
+
+def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> IndexDefinition:
     _unknown(set(data), _TOP_KEYS, "", source)
     if "base" not in data:
         raise ConfigError("base", "missing", source)
