@@ -30,7 +30,8 @@ async def test_publication_carries_the_formula_value_and_metadata() -> None:
     engine.submit([Tick("A", 12.0, moment), Tick("C", 90.0, moment)])
     imoex, rtsi = await engine.publish(GRID)
     want_imoex, want_rtsi = formula({"A": 12.0, "C": 90.0})  # MC = 6000+2000+1800 = 9800
-    assert imoex.value == pytest.approx(want_imoex, rel=1e-12) and imoex.value == pytest.approx(9800 / 3)
+    assert imoex.value == pytest.approx(want_imoex, rel=1e-12)
+    assert imoex.value == pytest.approx(9800 / 3)
     assert rtsi.value == pytest.approx(want_rtsi, rel=1e-12)
     assert (imoex.seq, rtsi.seq) == (1, 1)
     assert imoex.previous_close == 3000.0 and rtsi.previous_close == 200.0
