@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from streaming.errors import ConfigError
+from streaming.methodology.definition import read_toml
 from streaming.methodology.schedule import validate_cadence
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
 
@@ -75,12 +75,7 @@ def _field_types() -> dict[str, str]:
 def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Settings:
     """Read a TOML settings file; unknown keys and wrong types are errors naming the key."""
     file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError("config", f"cannot read: {error.strerror}", str(file)) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("config", f"invalid TOML: {error}", str(file)) from None
+    data = read_toml(file, "config")
     types = _field_types()
     values: dict[str, Any] = {}
     for key, value in data.items():

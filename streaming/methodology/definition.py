@@ -161,13 +161,17 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
     )
 
 
+def read_toml(file: Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file; a ConfigError keyed `what` names the file when it cannot."""
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(what, f"cannot read: {error.strerror}", str(file)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(what, f"invalid TOML: {error}", str(file)) from None
+
+
 def load_definition(path: str | Path = DEFAULT_DEFINITION) -> IndexDefinition:
     """Load an index definition TOML file; errors name the file and the key."""
     file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError("definition", f"cannot read: {error.strerror}", str(file)) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("definition", f"invalid TOML: {error}", str(file)) from None
-    return parse_definition(data, str(file), file.resolve().parent)
+    return parse_definition(read_toml(file, "definition"), str(file), file.resolve().parent)

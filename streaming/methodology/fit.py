@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from streaming.errors import BaseLoadError
 from streaming.methodology.base import Constituent, IndexBase
+from streaming.publication import PUBLISHED_DECIMALS
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -31,8 +32,6 @@ INDEX_REQUIRED = ("TRADEDATE", "CLOSE", "DIVISOR")
 # A fitted line whose capitalization is below this fraction of the index capitalization (0.01 %)
 # is noise, not a constituent: MOEX drops lines well above it (weight < 0.2 % at a review).
 MIN_WEIGHT = 1e-4
-# Index values are published to 2 decimals; a close is reproduced when the rounded value matches.
-PUBLISHED_DECIMALS = 2
 # Preferred share lines: the ticker of the ordinary line plus "P", and a short name that says so.
 PREFERRED_SUFFIXES = ("ап", "-п")
 
