@@ -17,6 +17,7 @@
     series: {}, // code -> [{t: epoch ms, v: points}] ascending
     cadenceMs: DEFAULT_CADENCE_MS,
     lastMessageAt: 0, // browser clock, ms: stale is judged by arrival, not by server time
+    lastHeardAt: 0, // any message, pongs included: silence means a dead connection
     conn: "connecting",
     ws: null,
     attempts: 0,
@@ -38,7 +39,10 @@
   const num = (x, digits) =>
     Number(x).toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
   const isNum = (x) => typeof x === "number" && Number.isFinite(x);
-  const signed = (x, digits) => (x > 0 ? "+" : x < 0 ? "−" : "") + num(Math.abs(x), digits);
+  const signed = (x, digits) => {
+    const shown = Number(x.toFixed(digits)); // no sign on a change that rounds to zero
+    return (shown > 0 ? "+" : shown < 0 ? "−" : "") + num(Math.abs(x), digits);
+  };
   const pad2 = (n) => String(n).padStart(2, "0");
 
   function mskParts(ms) {
@@ -179,7 +183,7 @@
     if (hasValue && prev && isNum(prev.value) && prev.value !== msg.value) {
       const cls = msg.value > prev.value ? "tick-up" : "tick-down";
       valueNode.classList.add(cls);
-      setTimeout(() => valueNode.classList.remove(cls), 400);
+      setTimeout(() => valueNode.classList.remove(cls), 300);
     }
     const change = isNum(msg.change) ? msg.change : null;
     el.dataset.dir = change === null || change === 0 ? "flat" : change > 0 ? "up" : "down";
@@ -212,31 +216,6 @@
 
   function cssVar(name) {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-  }
-
-  /** Reduce to at most two points (min and max) per pixel column, so a long day draws fast. */
-  function thin(points, x, width) {
-    if (points.length <= width * 2) return points;
-    const out = [];
-    let col = -1;
-    let lo = null;
-    let hi = null;
-    const flush = () => {
-      if (lo) out.push(...(lo.t <= hi.t ? [lo, hi] : [hi, lo]));
-    };
-    for (const p of points) {
-      const c = Math.floor(x(p.t));
-      if (c !== col) {
-        flush();
-        col = c;
-        lo = hi = p;
-      } else {
-        if (p.v < lo.v) lo = p;
-        if (p.v > hi.v) hi = p;
-      }
-    }
-    flush();
-    return out;
   }
 
   function niceStep(range, count) {
@@ -275,9 +254,12 @@
       lo = Math.min(lo, p.v);
       hi = Math.max(hi, p.v);
     }
-    const span = hi - lo || Math.abs(hi) * 0.001 || 1;
-    lo -= span * 0.08;
-    hi += span * 0.08;
+    // A floor of 0.05% of the level keeps a quiet day from looking like a storm.
+    const floor = Math.abs(hi) * 0.0005 || 1;
+    const span = Math.max(hi - lo, floor);
+    const mid = (hi + lo) / 2;
+    lo = mid - span * 0.58;
+    hi = mid + span * 0.58;
     const last = points[points.length - 1];
     const t0 = points[0].t;
     const t1 = Math.max(last.t, t0 + state.cadenceMs);
@@ -285,8 +267,9 @@
     const pw = w - pad.l - pad.r;
     const ph = h - pad.t - pad.b;
     const x = (t) => pad.l + ((t - t0) / (t1 - t0)) * pw;
-    const y = (v) => Math.round(pad.t + (1 - (v - lo) / (hi - lo)) * ph) + 0.5;
-    const hline = (yy) => {
+    const y = (v) => pad.t + (1 - (v - lo) / (hi - lo)) * ph;
+    const hline = (at) => {
+      const yy = Math.round(at) + 0.5; // a 1 px line on a pixel row, not blurred across two
       ctx.beginPath();
       ctx.moveTo(pad.l, yy);
       ctx.lineTo(pad.l + pw, yy);
@@ -300,16 +283,19 @@
     ctx.lineWidth = 1;
     ctx.textBaseline = "middle";
     const step = niceStep(hi - lo, 4);
+    let digits = 0;
+    while (digits < 6 && Math.abs(step * 10 ** digits - Math.round(step * 10 ** digits)) > 1e-6) digits++;
     for (let i = Math.ceil(lo / step); i * step <= hi; i++) {
       hline(y(i * step));
       if (Math.abs(y(i * step) - tagY) > 14) {
-        ctx.fillText(num(i * step, step < 1 ? 2 : 0), pad.l + pw + 6, y(i * step));
+        ctx.fillText(num(i * step, digits), pad.l + pw + 6, y(i * step));
       }
     }
 
     // Time labels in Moscow time; the end ones align inwards so they are not clipped.
     ctx.textBaseline = "alphabetic";
-    const labels = Math.max(2, Math.min(6, Math.floor(pw / 90)));
+    const slots = Math.floor((t1 - t0) / state.cadenceMs) + 1; // no two labels on one instant
+    const labels = Math.max(2, Math.min(6, Math.floor(pw / 90), slots));
     for (let i = 0; i < labels; i++) {
       const t = t0 + ((t1 - t0) * i) / (labels - 1);
       const parts = mskParts(t);
@@ -326,7 +312,7 @@
 
     const colour = cssVar(close === null || last.v >= close ? "--up" : "--down");
     ctx.beginPath();
-    for (const p of thin(points, x, pw)) ctx.lineTo(x(p.t), y(p.v));
+    for (const p of points) ctx.lineTo(x(p.t), y(p.v)); // a day of 1 s points draws in a few ms
     ctx.strokeStyle = colour;
     ctx.lineWidth = 1.75;
     ctx.lineJoin = "round";
@@ -393,8 +379,8 @@
       return (typeof av === "string" ? av.localeCompare(bv) : av - bv) * dir;
     });
     const maxWeight = Math.max(1, ...rows.map((r) => r.weight || 0));
-    // A base with no issuer names repeats the ticker there; the column then says nothing.
-    const named = rows.some((r) => r.issuer && r.issuer !== r.secid);
+    // A base without issuer names gives tickers there; the column then adds nothing.
+    const named = rows.some((r) => r.issuer && !r.secid.startsWith(r.issuer));
     $("#constituents").classList.toggle("no-issuer", !named);
     const body = document.createElement("tbody");
     for (const r of rows) {
@@ -402,7 +388,7 @@
       tr.dataset.secid = r.secid;
       const cells = [
         ["secid", r.secid],
-        ["col-issuer", r.issuer === r.secid ? "" : r.issuer],
+        ["col-issuer", r.issuer],
         ["num price", r.price === null ? "—" : num(r.price, priceDigits(r.price))],
         ["num weight", r.weight === null ? "—" : num(r.weight, 2)],
         ["num col-tick", r.last_tick_time ? mskParts(r.last_tick_time).hms : "—"],
@@ -443,15 +429,16 @@
     const ws = new WebSocket(`${scheme}//${location.host}/v1/ws`);
     state.ws = ws;
     ws.onopen = () => {
-      state.attempts = 0;
-      state.lastMessageAt = Date.now();
+      state.lastMessageAt = state.lastHeardAt = Date.now();
       ws.send(JSON.stringify({ op: "subscribe", indices: CODES }));
       if (state.everOpened) backfill();
       state.everOpened = true;
       setConn("live");
       clearInterval(state.pingTimer);
       state.pingTimer = setInterval(() => {
-        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ op: "ping" }));
+        // A connection that lost its network may never report closing: give up on it ourselves.
+        if (Date.now() - state.lastHeardAt > 2 * PING_EVERY_MS) reconnectLater(ws);
+        else if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ op: "ping" }));
       }, PING_EVERY_MS);
     };
     ws.onmessage = (event) => {
@@ -461,8 +448,10 @@
       } catch (err) {
         return;
       }
+      state.lastHeardAt = Date.now();
       if (msg.type === "snapshot" || msg.type === "update") {
         state.lastMessageAt = Date.now();
+        state.attempts = 0; // only a socket that delivers data resets the backoff
         if (state.conn !== "live") setConn("live");
         applyIndex(msg);
         if (msg.type === "update" && msg.code === state.constituentsCode) scheduleConstituents();
@@ -471,17 +460,21 @@
       }
     };
     ws.onerror = () => ws.close();
-    ws.onclose = () => {
-      if (state.ws !== ws) return;
-      clearInterval(state.pingTimer);
-      const backoff = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** state.attempts);
-      state.attempts += 1;
-      // Jitter spreads the reconnects of many pages after a server restart.
-      const delay = backoff * (0.5 + Math.random() * 0.5);
-      state.reconnectAt = Date.now() + delay;
-      setConn("reconnecting", `in ${Math.ceil(delay / 1000)} s`);
-      setTimeout(connect, delay);
-    };
+    ws.onclose = () => reconnectLater(ws);
+  }
+
+  function reconnectLater(ws) {
+    if (state.ws !== ws) return; // this socket was already given up on
+    state.ws = null;
+    ws.close();
+    clearInterval(state.pingTimer);
+    const backoff = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** state.attempts);
+    state.attempts += 1;
+    // Jitter spreads the reconnects of many pages after a server restart.
+    const delay = backoff * (0.5 + Math.random() * 0.5);
+    state.reconnectAt = Date.now() + delay;
+    setConn("reconnecting", `in ${Math.ceil(delay / 1000)} s`);
+    setTimeout(connect, delay);
   }
 
   function watchdog() {
@@ -497,14 +490,9 @@
 
   // ---- theme ------------------------------------------------------------
 
-  function effectiveTheme() {
-    const forced = document.documentElement.dataset.theme;
-    if (forced) return forced;
-    return matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
-  }
-
   function toggleTheme() {
-    const next = effectiveTheme() === "dark" ? "light" : "dark";
+    const system = matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+    const next = (document.documentElement.dataset.theme || system) === "dark" ? "light" : "dark";
     document.documentElement.dataset.theme = next;
     try {
       localStorage.setItem("theme", next);
