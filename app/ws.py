@@ -51,7 +51,8 @@ class Connection:
         self.services = services
         self.broadcaster = broadcaster
         self.subscriber = Subscriber(services.ws_queue_size)
-        # Per code, the seq of the last snapshot sent: queued updates at or below it are stale.
+        # Per code, the seq of the last snapshot or update sent: queued updates at or below it are
+        # stale.
         self.floor: dict[str, int] = {}
         self.send_lock = asyncio.Lock()
 
@@ -74,6 +75,8 @@ class Connection:
                 if floor is not None and update.seq <= floor:
                     continue
                 await self.websocket.send_text(update.text)
+                # Each code's seq only goes up on the wire: a re-announced publication is skipped.
+                self.floor[update.code] = update.seq
                 subscriber.delivered += 1
 
     def codes(self, data: dict[str, Any]) -> list[str]:

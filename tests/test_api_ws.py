@@ -261,3 +261,19 @@ async def test_a_client_that_never_reads_does_not_stall_the_others() -> None:
 
 async def _none_if_busy(server: RunningServer) -> bool | None:
     return True if await subscribed_clients(server) == 0 else None
+
+
+async def test_a_reannounced_publication_reaches_a_client_once(served: Served) -> None:
+    server, engine, _ = served
+    async with ws_connect(server) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "indices": ["IMOEX"]}))
+        assert (await receive(ws))["type"] == "snapshot"
+        await publish(server, engine, GRID)
+        assert (await receive(ws))["seq"] == 1
+        latest = await server.call(engine.store.latest)
+        state = await server.call(engine.store.load_state)
+        assert state is not None
+        # The same records announced again, as a retried store write can do.
+        await server.call(lambda: engine.store.commit(state, list(latest.values())))
+        await publish(server, engine, GRID + 1)
+        assert (await receive(ws))["seq"] == 2
