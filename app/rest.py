@@ -12,6 +12,8 @@ from app.errors import ApiError
 from app.models import Constituents, History, IndexValue, error_responses, value_message
 from app.services import Services, services_of
 from streaming.errors import TickRejected
+from streaming.methodology.base import Constituent, IndexBase
+from streaming.methodology.definition import IndexDefinition
 from streaming.methodology.schedule import iso_utc, utc_from_epoch
 from streaming.publication import EngineState
 from streaming.ticks import parse_time
@@ -30,9 +32,7 @@ _NOT_FOUND = (404, "unknown index code")
 async def list_indices(services: ServicesDep) -> list[dict[str, Any]]:
     """The latest value of every index, in definition order (value null if not published yet)."""
     latest = await services.store.latest()
-    return [
-        value_message(latest.get(spec.code), spec, "value") for spec in services.definition.indices
-    ]
+    return [value_message(latest.get(spec.code), spec, "value") for spec in services.family.indices]
 
 
 @router.get(
@@ -47,7 +47,7 @@ async def get_index(code: str, services: ServicesDep) -> dict[str, Any]:
     services.spec(code)
     publication = (await services.store.latest()).get(code)
     if publication is None:
-        retry = str(services.definition.cadence_seconds)
+        retry = str(services.family.cadence_seconds)
         raise ApiError(
             503,
             f"{code} has not been published yet; the first value comes at the next grid instant"
@@ -58,13 +58,37 @@ async def get_index(code: str, services: ServicesDep) -> dict[str, Any]:
     return publication.message("value")
 
 
-def _tick_time(state: EngineState | None, secid: str) -> str | None:
-    if state is None:
-        return None
-    epoch = state.tick_times.get(secid)
+def _tick_time(times: dict[str, float], secid: str) -> str | None:
+    epoch = times.get(secid)
     if epoch is None or not math.isfinite(epoch):
         return None
     return iso_utc(utc_from_epoch(epoch))
+
+
+def current_base(definition: IndexDefinition, state: EngineState | None) -> IndexBase:
+    """The base in force: the one a base change saved in the state, else the definition's."""
+    saved = state.bases.get(definition.name) if state is not None else None
+    if not saved:
+        return definition.base
+    return IndexBase(
+        tuple(
+            Constituent(secid, issuer, shares, reference_price=reference)
+            for secid, issuer, shares, reference in saved["lines"]
+        ),
+        source=str(saved.get("label", definition.source)),
+    )
+
+
+def profile_tables(
+    definition: IndexDefinition, state: EngineState | None
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(prices, reference prices, tick times) of the profile the definition follows."""
+    if state is None:
+        return {}, {}, {}
+    if definition.profile == "main":
+        return state.prices, state.reference_prices, state.tick_times
+    table = state.profiles.get(definition.profile, {})
+    return table.get("prices", {}), table.get("reference", {}), table.get("tick_times", {})
 
 
 @router.get(
@@ -74,12 +98,11 @@ async def get_constituents(code: str, services: ServicesDep) -> dict[str, Any]:
     """Prices and weights of the share lines as saved with the last publication."""
     services.spec(code)
     state = await services.store.load_state()
+    definition = services.family.definition_of(code)
+    prices, reference, times = profile_tables(definition, state)
     lines = []
-    for line in services.definition.base.constituents:
-        price: float | None = line.reference_price
-        if state is not None:
-            fallback = state.reference_prices.get(line.secid, price)
-            price = state.prices.get(line.secid, fallback)
+    for line in current_base(definition, state).constituents:
+        price = prices.get(line.secid, reference.get(line.secid, line.reference_price))
         lines.append((line, price))
     priced = [price * line.index_shares for line, price in lines if price is not None]
     complete = len(priced) == len(lines)
@@ -100,7 +123,7 @@ async def get_constituents(code: str, services: ServicesDep) -> dict[str, Any]:
                     else None
                 ),
                 "index_shares": line.index_shares,
-                "last_tick_time": _tick_time(state, line.secid),
+                "last_tick_time": _tick_time(times, line.secid),
             }
             for line, price in lines
         ],

@@ -11,7 +11,7 @@ from app.errors import ApiError
 from streaming.engine import Engine
 from streaming.errors import ConfigError
 from streaming.methodology.calculator import IndexSpec
-from streaming.methodology.definition import IndexDefinition
+from streaming.methodology.definition import Family, IndexDefinition
 from streaming.store.base import Store
 
 MIB = 1024 * 1024
@@ -21,7 +21,7 @@ MIB = 1024 * 1024
 class Services:
     """The parts one API process runs with; engine is None in an API-only process."""
 
-    definition: IndexDefinition
+    definition: Family | IndexDefinition  # a single definition is a family of one
     store: Store
     engine: Engine | None
     ingest_token: str
@@ -32,6 +32,8 @@ class Services:
     ws_max_subscriptions: int = 64  # index codes per WebSocket connection
 
     def __post_init__(self) -> None:
+        if isinstance(self.definition, IndexDefinition):
+            self.definition = Family.of(self.definition)
         for name in (
             "max_body_bytes",
             "ws_queue_size",
@@ -43,12 +45,18 @@ class Services:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(name, f"must be a positive integer, got {value!r}")
 
+    @property
+    def family(self) -> Family:
+        """The indices this process serves."""
+        assert isinstance(self.definition, Family)  # made so in __post_init__
+        return self.definition
+
     def spec(self, code: str) -> IndexSpec:
         """The index of this code, or a 404 naming it and the known codes."""
         try:
-            return self.definition.spec(code)
+            return self.family.spec(code)
         except KeyError:
-            known = list(self.definition.codes)
+            known = list(self.family.codes)
             raise ApiError(
                 404,
                 f"unknown index {code!r}; known: {', '.join(known)}",

@@ -101,7 +101,7 @@ class Connection:
                 )
             if code not in codes:
                 codes.append(code)
-        known = self.services.definition.codes
+        known = self.services.family.codes
         unknown = [code for code in codes if code not in known]
         if unknown:
             names = ", ".join(repr(code) for code in unknown)
@@ -133,7 +133,7 @@ class Connection:
                     self.floor.pop(code, None)
                 else:
                     self.floor[code] = publication.seq
-                spec = self.services.definition.spec(code)
+                spec = self.services.family.spec(code)
                 snapshot = value_message(publication, spec, "snapshot")
                 await self.websocket.send_text(_dumps(snapshot))
 

@@ -12,8 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streaming.methodology.calculator import Calculator
-from streaming.methodology.definition import IndexDefinition
+import numpy as np
+
+from streaming.methodology.calculator import index_value
+from streaming.methodology.definition import Family, IndexDefinition
+from streaming.methodology.family import PROFILES, FamilyCalculator, Group
 from streaming.methodology.schedule import (
     AlwaysOpen,
     Session,
@@ -46,7 +49,7 @@ class Engine:
 
     def __init__(
         self,
-        definition: IndexDefinition,
+        family: Family | IndexDefinition,
         store: Store,
         *,
         cadence: int | None = None,
@@ -55,18 +58,26 @@ class Engine:
         clock: Callable[[], float] = time.time,
         fx_rate: float | None = None,
     ) -> None:
-        self.definition = definition
+        self.family = family if isinstance(family, Family) else Family.of(family)
         self.store = store
-        self.cadence = validate_cadence(cadence or definition.cadence_seconds)
-        self.session: Session = session or AlwaysOpen(utc_offset=definition.session.utc_offset)
+        self.cadence = validate_cadence(cadence or self.family.cadence_seconds)
+        self.session: Session = session or AlwaysOpen(utc_offset=self.family.session.utc_offset)
         self.sources = tuple(sources)
         self.clock = clock
-        self.fx_rate = fx_rate if fx_rate is not None else definition.fx_rate
-        self.calculator = Calculator(definition.base)
-        self.known_secids: frozenset[str] = frozenset(self.calculator.secids)
-        self.divisors = {spec.code: spec.divisor for spec in definition.indices}
-        self.seq = {code: 0 for code in definition.codes}
+        self.fx_rate = fx_rate if fx_rate is not None else self.family.fx_rate
+        self.calculator = FamilyCalculator(
+            [Group(d.name, d.base, d.profile) for d in self.family.definitions]
+        )
+        self.group_of = {
+            spec.code: self.calculator.group_index(d.name)
+            for d in self.family.definitions
+            for spec in d.indices
+        }
+        self.currency = {spec.code: spec.currency for spec in self.family.indices}
+        self.divisors = {spec.code: spec.divisor for spec in self.family.indices}
+        self.seq = {code: 0 for code in self.family.codes}
         self.previous_close: dict[str, float] = {}
+        self.last_values: dict[str, float] = {}
         self.trading_day = self.session.trading_day(utc_from_epoch(clock())).isoformat()
         self.last_grid: float | None = None
         self.stats = EngineStats()
@@ -74,12 +85,27 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._set_previous_close()
 
+    @property
+    def known_secids(self) -> frozenset[str]:
+        """Every line some index of the family holds."""
+        return frozenset(self.calculator.position)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return self.family.codes
+
+    def value_of(self, code: str, capitalization: float) -> float:
+        """Index points of one index from its group's capitalization, roubles."""
+        return index_value(self.currency[code], capitalization, self.divisors[code], self.fx_rate)
+
     # --- calculation -------------------------------------------------------------------
 
     def _set_previous_close(self) -> None:
-        reference_cap = self.calculator.reference_capitalization()
+        """Each index at its reference prices: the previous close before anything is published."""
+        calc = self.calculator
         self.previous_close = {
-            spec.code: spec.value(reference_cap, self.fx_rate) for spec in self.definition.indices
+            code: self.value_of(code, calc.reference_capitalization(group))
+            for code, group in self.group_of.items()
         }
 
     def _roll_day_if_needed(self, epoch: float) -> None:
@@ -89,40 +115,45 @@ class Engine:
             self.calculator.roll_reference()
             self.trading_day = day
             self._set_previous_close()
+            # Yesterday's last published value is today's previous close (with the FX it used).
+            self.previous_close.update(self.last_values)
 
     def submit(self, ticks: Sequence[Tick]) -> int:
         """Apply validated ticks now, O(1) each; return how many were applied."""
         self._roll_day_if_needed(self.clock())
-        applied = self.calculator.apply_ticks(ticks)
-        self.stats.ticks_applied += applied
-        return applied
+        calc = self.calculator
+        everywhere = range(len(PROFILES))
+        for tick in ticks:
+            calc.apply(tick.secid, tick.price, tick.time.timestamp(), everywhere)
+        self.stats.ticks_applied += len(ticks)
+        return len(ticks)
 
     def values(self) -> dict[str, float]:
         """Current full-precision values from the incremental capitalization (not published)."""
         mc = self.calculator.capitalization
-        return {spec.code: spec.value(mc, self.fx_rate) for spec in self.definition.indices}
+        return {code: self.value_of(code, float(mc[g])) for code, g in self.group_of.items()}
 
     async def publish(self, grid_epoch: float) -> list[Publication]:
         """Re-sum, build one publication per index for this grid instant, commit them."""
         started = time.perf_counter()
         self._roll_day_if_needed(grid_epoch)
-        incremental = self.calculator.capitalization
+        incremental = self.calculator.capitalization.copy()
         mc = self.calculator.resum()
-        self.stats.last_drift = abs(incremental - mc) / mc if mc else 0.0
+        self.stats.last_drift = float(np.max(np.abs(incremental - mc) / mc))
         moment = utc_from_epoch(grid_epoch)
         publications = [
             Publication(
-                code=spec.code,
-                currency=spec.currency,
-                value=spec.value(mc, self.fx_rate),
+                code=code,
+                currency=self.currency[code],
+                value=self.value_of(code, float(mc[group])),
                 time=moment,
-                seq=self.seq[spec.code] + 1,
-                previous_close=self.previous_close[spec.code],
-                capitalization=mc,
-                divisor=spec.divisor,
-                fx_rate=self.fx_rate if spec.currency == "USD" else None,
+                seq=self.seq[code] + 1,
+                previous_close=self.previous_close[code],
+                capitalization=float(mc[group]),
+                divisor=self.divisors[code],
+                fx_rate=self.fx_rate if self.currency[code] == "USD" else None,
             )
-            for spec in self.definition.indices
+            for code, group in self.group_of.items()
         ]
         state = self._snapshot(grid_epoch, {p.code: p.seq for p in publications})
         try:
@@ -134,25 +165,35 @@ class Engine:
             return []
         for publication in publications:
             self.seq[publication.code] = publication.seq
+            self.last_values[publication.code] = publication.value
         self.last_grid = grid_epoch
         self.stats.publications += 1
         self.stats.last_publish_seconds = time.perf_counter() - started
         return publications
 
     def _snapshot(self, grid_epoch: float, seq: dict[str, int]) -> EngineState:
-        calc = self.calculator
+        prices, reference, times = self.calculator.snapshot()
+        main = PROFILES.index("main")
+        profiles = {
+            name: {
+                "prices": {s: v[p] for s, v in prices.items()},
+                "reference": {s: v[p] for s, v in reference.items()},
+                "tick_times": {s: t for s, v in times.items() if (t := v[p]) is not None},
+            }
+            for p, name in enumerate(PROFILES)
+            if name != "main"
+        }
         return EngineState(
             trading_day=self.trading_day,
-            prices=dict(zip(calc.secids, calc.prices.tolist(), strict=True)),
-            reference_prices=dict(zip(calc.secids, calc.reference.tolist(), strict=True)),
-            tick_times={
-                s: t for s, t in zip(calc.secids, calc.tick_times.tolist(), strict=True) if t == t
-            },
+            prices={s: v[main] for s, v in prices.items()},
+            reference_prices={s: v[main] for s, v in reference.items()},
+            tick_times={s: t for s, v in times.items() if (t := v[main]) is not None},
             seq=seq,
             previous_close=dict(self.previous_close),
             divisors=dict(self.divisors),
             fx_rate=self.fx_rate,
             last_grid=grid_epoch,
+            profiles=profiles,
         )
 
     def restore(self, state: EngineState) -> None:
@@ -161,11 +202,33 @@ class Engine:
             if code in self.seq:
                 self.seq[code] = max(self.seq[code], seq)
         self.last_grid = state.last_grid
-        known = self.known_secids
-        reference = {s: p for s, p in state.reference_prices.items() if s in known}
-        for secid, price in reference.items():
-            self.calculator.reference[self.calculator.position[secid]] = price
-        self.calculator.restore(state.prices, state.tick_times)
+        tables: list[dict[str, dict[str, float]]] = [
+            {
+                "prices": state.prices,
+                "reference": state.reference_prices,
+                "tick_times": state.tick_times,
+            }
+            if name == "main"
+            else state.profiles.get(name, {})
+            for name in PROFILES
+        ]
+
+        def per_profile(key: str) -> dict[str, list[float | None]]:
+            merged: dict[str, list[float | None]] = {}
+            for p, table in enumerate(tables):
+                for secid, value in table.get(key, {}).items():
+                    merged.setdefault(secid, [None] * len(PROFILES))[p] = value
+            return merged
+
+        prices = per_profile("prices")
+        self.calculator.restore(
+            {s: [v if v is not None else math.nan for v in values] for s, values in prices.items()},
+            {
+                s: [v if v is not None else math.nan for v in values]
+                for s, values in per_profile("reference").items()
+            },
+            per_profile("tick_times"),
+        )
         self.trading_day = state.trading_day
         if state.fx_rate is not None and self.fx_rate is None:
             self.fx_rate = state.fx_rate

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,9 @@ class Publication:
     capitalization: float  # roubles
     divisor: float
     fx_rate: float | None  # roubles per dollar, for USD indices
+    kind: str = "intraday"  # intraday | indicative (auction, not tradable) | close (official)
+    fx_source: str | None = None  # where the FX rate came from, e.g. "cbr:2026-11-21"
+    fx_effective: str | None = None  # ISO 8601 UTC moment the FX rate took effect
 
     @property
     def change(self) -> float:
@@ -51,6 +54,10 @@ class Publication:
             "capitalization": self.capitalization,
             "divisor": self.divisor,
             "fx_rate": self.fx_rate,
+            "fx_source": self.fx_source,
+            "fx_effective": self.fx_effective,
+            "kind": self.kind,
+            "close": self.kind == "close",
         }
 
     def record(self) -> str:
@@ -63,7 +70,7 @@ class Publication:
     def from_record(cls, text: str | bytes) -> Publication:
         data = json.loads(text)
         data["time"] = parse_time(data["time"])
-        return cls(**data)
+        return cls(**{key: value for key, value in data.items() if key in _PUBLICATION_FIELDS})
 
 
 @dataclass(slots=True)
@@ -80,10 +87,23 @@ class EngineState:
     fx_rate: float | None
     last_grid: float  # epoch seconds of the last publication
     extra: dict[str, Any] = field(default_factory=dict)
+    # Non-main profiles: {"extended": {"prices": {...}, "reference": {...}, "tick_times": {...}}}
+    profiles: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # The base in force per definition: {"name": {"label", "effective", "lines": [[secid, issuer,
+    # index_shares, reference_price], ...]}}; empty when the definition files' bases are in force.
+    bases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Base changes applied (newest last, bounded) and scheduled, as plain dictionaries.
+    base_changes: list[dict[str, Any]] = field(default_factory=list)
+    scheduled: list[dict[str, Any]] = field(default_factory=list)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def loads(cls, text: str | bytes) -> EngineState:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        return cls(**{key: value for key, value in data.items() if key in _STATE_FIELDS})
+
+
+_PUBLICATION_FIELDS = frozenset(f.name for f in fields(Publication))
+_STATE_FIELDS = frozenset(f.name for f in fields(EngineState))

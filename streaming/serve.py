@@ -10,7 +10,7 @@ import uvicorn
 
 from streaming.engine import Engine
 from streaming.methodology.calculator import Calculator
-from streaming.methodology.definition import DEFAULT_DEFINITION, IndexDefinition, load_definition
+from streaming.methodology.definition import DEFAULT_DEFINITION, Family, load_family
 from streaming.methodology.schedule import AlwaysOpen, Session
 from streaming.settings import Settings, ingest_token
 from streaming.sources import TickSource
@@ -25,43 +25,44 @@ log = logging.getLogger("index_ticker")
 class Assembly:
     """The parts of one service process, built from settings, not yet started."""
 
-    definition: IndexDefinition
+    family: Family
     engine: Engine
     token: str
     token_generated: bool
 
 
-def make_sources(settings: Settings, definition: IndexDefinition) -> list[TickSource]:
+def make_sources(settings: Settings, family: Family) -> list[TickSource]:
     """The tick sources the feed setting names (the one place a feed is chosen)."""
     if settings.feed == "none":
         return []
+    universe = family.universe()
     if settings.feed == "simulator":
-        prices = Calculator(definition.base).prices  # validates that every line has a price
-        return [SimulatorSource(definition.base, prices, SimulatorSettings(seed=settings.seed))]
+        prices = Calculator(universe).prices  # validates that every line has a price
+        return [SimulatorSource(universe, prices, SimulatorSettings(seed=settings.seed))]
     path = settings.feed.removeprefix("replay:")
-    return [ReplaySource(path, frozenset(definition.base.secids), settings.replay_speed)]
+    return [ReplaySource(path, frozenset(universe.secids), settings.replay_speed)]
 
 
-def make_session(settings: Settings, definition: IndexDefinition) -> Session:
+def make_session(settings: Settings, family: Family) -> Session:
     if settings.session == "moex":
-        return definition.session
-    return AlwaysOpen(utc_offset=definition.session.utc_offset)
+        return family.session
+    return AlwaysOpen(utc_offset=family.session.utc_offset)
 
 
 def assemble(settings: Settings) -> Assembly:
-    """Build definition, store, sources and engine from settings."""
-    definition = load_definition(settings.definition or DEFAULT_DEFINITION)
+    """Build the family, store, sources and engine from settings."""
+    family = load_family(settings.definition or DEFAULT_DEFINITION)
     store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
     engine = Engine(
-        definition,
+        family,
         store,
         cadence=settings.cadence,
-        session=make_session(settings, definition),
-        sources=make_sources(settings, definition),
+        session=make_session(settings, family),
+        sources=make_sources(settings, family),
         fx_rate=settings.fx_rate,
     )
     token, generated = ingest_token()
-    return Assembly(definition, engine, token, generated)
+    return Assembly(family, engine, token, generated)
 
 
 def serve(settings: Settings) -> None:
@@ -76,7 +77,7 @@ def serve(settings: Settings) -> None:
     parts = assemble(settings)
     app = create_app(
         Services(
-            definition=parts.definition,
+            definition=parts.family,
             store=parts.engine.store,
             engine=parts.engine,
             ingest_token=parts.token,
@@ -85,7 +86,7 @@ def serve(settings: Settings) -> None:
     )
     where = f"http://{settings.host}:{settings.port}"
     print(
-        f"index-ticker: {', '.join(parts.definition.codes)} every {parts.engine.cadence} s, "
+        f"index-ticker: {', '.join(parts.family.codes)} every {parts.engine.cadence} s, "
         f"session {settings.session}, feed {settings.feed}, "
         f"state {'redis' if settings.redis_url else 'in memory'}; dashboard at {where}",
         file=sys.stderr,

@@ -28,7 +28,7 @@ def test_embedded_default() -> None:
     assert [type(s) for s in engine.sources] == [SimulatorSource]
     assert isinstance(engine.session, AlwaysOpen)
     assert engine.cadence == 15
-    assert parts.definition.codes == ("IMOEX", "RTSI")
+    assert parts.family.codes == ("IMOEX", "RTSI")
     assert (parts.token, parts.token_generated) == ("a-test-token-0123456789", False)
 
 

@@ -11,13 +11,26 @@ from pathlib import Path
 from typing import Any
 
 from streaming.errors import ConfigError
-from streaming.methodology.base import IndexBase, load_base_csv
+from streaming.methodology.base import Constituent, IndexBase, load_base_csv
 from streaming.methodology.calculator import IndexSpec
 from streaming.methodology.schedule import SessionHours, parse_clock, validate_cadence
 
 DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "data" / "imoex.toml"
 
-_TOP_KEYS = {"name", "base", "effective_date", "fx_rate", "cadence_seconds", "session", "index"}
+_TOP_KEYS = {
+    "name",
+    "base",
+    "effective_date",
+    "fx_rate",
+    "cadence_seconds",
+    "session",
+    "index",
+    "profile",
+    "capping",
+}
+_FAMILY_KEYS = {"name", "definitions", "fx_rate", "cadence_seconds"}
+_CAPPING_KEYS = {"issuer_cap", "top_cap", "top_n"}
+PROFILES = ("main", "extended")
 _SESSION_KEYS = {"open", "close", "utc_offset_hours", "weekdays_only"}
 _INDEX_KEYS = {"code", "currency", "divisor"}
 
@@ -34,10 +47,14 @@ class IndexDefinition:
     session: SessionHours
     effective_date: date | None = None
     source: str = "<memory>"
+    profile: str = "main"  # which trades move it: main session only, or every session
+    capping: dict[str, float] = field(default_factory=dict)  # issuer_cap, top_cap, top_n
     codes: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codes", tuple(spec.code for spec in self.indices))
+        if self.profile not in PROFILES:
+            raise ConfigError("profile", f"must be one of {PROFILES}", self.source)
         if len(set(self.codes)) != len(self.codes):
             raise ConfigError("index.code", "index codes must be unique", self.source)
         if any(spec.currency == "USD" for spec in self.indices) and self.fx_rate is None:
@@ -149,8 +166,20 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
                 "effective_date", f"must be YYYY-MM-DD, got {effective!r}", source
             ) from None
 
+    profile = _expect(data.get("profile", "main"), str, "profile", source)
+    capping_data = _expect(data.get("capping", {}), dict, "capping", source)
+    _unknown(set(capping_data), _CAPPING_KEYS, "capping.", source)
+    capping: dict[str, float] = {}
+    for key, value in capping_data.items():
+        number = float(_expect(value, (int, float), f"capping.{key}", source))
+        if not (math.isfinite(number) and number > 0):
+            raise ConfigError(f"capping.{key}", f"must be positive, got {value!r}", source)
+        capping[key] = number
+
     return IndexDefinition(
         name=str(data.get("name", specs[0].code)),
+        profile=profile,
+        capping=capping,
         base=base,
         indices=tuple(specs),
         fx_rate=fx_rate,
@@ -175,3 +204,109 @@ def load_definition(path: str | Path = DEFAULT_DEFINITION) -> IndexDefinition:
     """Load an index definition TOML file; errors name the file and the key."""
     file = Path(path)
     return parse_definition(read_toml(file, "definition"), str(file), file.resolve().parent)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """The indices one engine calculates over one tick stream: one or more definitions."""
+
+    name: str
+    definitions: tuple[IndexDefinition, ...]
+    cadence_seconds: int
+    fx_rate: float | None
+    source: str = "<memory>"
+    indices: tuple[IndexSpec, ...] = field(init=False)
+    codes: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.definitions:
+            raise ConfigError("definitions", "at least one definition is needed", self.source)
+        names = [d.name for d in self.definitions]
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                "definitions", f"definition names must be unique: {names}", self.source
+            )
+        indices = tuple(spec for d in self.definitions for spec in d.indices)
+        codes = tuple(spec.code for spec in indices)
+        duplicated = sorted({c for c in codes if codes.count(c) > 1})
+        if duplicated:
+            raise ConfigError(
+                "index.code", f"codes used twice: {', '.join(duplicated)}", self.source
+            )
+        object.__setattr__(self, "indices", indices)
+        object.__setattr__(self, "codes", codes)
+
+    @classmethod
+    def of(cls, definition: IndexDefinition) -> Family:
+        """A family of one definition."""
+        return cls(
+            definition.name,
+            (definition,),
+            definition.cadence_seconds,
+            definition.fx_rate,
+            definition.source,
+        )
+
+    @property
+    def session(self) -> SessionHours:
+        """The main session hours (from the first definition)."""
+        return self.definitions[0].session
+
+    def universe(self) -> IndexBase:
+        """Every line of every definition once (the first definition's entry wins)."""
+        seen: dict[str, Constituent] = {}
+        for definition in self.definitions:
+            for line in definition.base.constituents:
+                seen.setdefault(line.secid, line)
+        return IndexBase(tuple(seen.values()), source=self.source)
+
+    def spec(self, code: str) -> IndexSpec:
+        """The index of this code; KeyError when unknown."""
+        return self.definition_of(code).spec(code)
+
+    def definition_of(self, code: str) -> IndexDefinition:
+        """The definition (base) an index code is calculated from; KeyError when unknown."""
+        for definition in self.definitions:
+            if code in definition.codes:
+                return definition
+        raise KeyError(code)
+
+
+def load_family(path: str | Path = DEFAULT_DEFINITION) -> Family:
+    """Load a family file (a list of definition files) or a single definition file."""
+    file = Path(path)
+    data = read_toml(file, "definition")
+    if "definitions" not in data:
+        return Family.of(parse_definition(data, str(file), file.resolve().parent))
+    source = str(file)
+    _unknown(set(data), _FAMILY_KEYS, "", source)
+    paths = _expect(data["definitions"], list, "definitions", source)
+    definitions = []
+    for n, entry in enumerate(paths):
+        relative = Path(_expect(entry, str, f"definitions[{n}]", source))
+        definitions.append(
+            load_definition(
+                relative if relative.is_absolute() else file.resolve().parent / relative
+            )
+        )
+    if not definitions:
+        raise ConfigError("definitions", "at least one definition file is needed", source)
+    cadence = data.get("cadence_seconds", definitions[0].cadence_seconds)
+    try:
+        cadence = validate_cadence(_expect(cadence, (int, float), "cadence_seconds", source))
+    except ConfigError as error:
+        raise ConfigError("cadence_seconds", error.reason, source) from None
+    fx_rate = data.get("fx_rate")
+    if fx_rate is None:
+        fx_rate = next((d.fx_rate for d in definitions if d.fx_rate is not None), None)
+    else:
+        fx_rate = float(_expect(fx_rate, (int, float), "fx_rate", source))
+        if not (math.isfinite(fx_rate) and fx_rate > 0):
+            raise ConfigError("fx_rate", f"must be positive, got {fx_rate!r}", source)
+    return Family(
+        name=str(_expect(data.get("name", definitions[0].name), str, "name", source)),
+        definitions=tuple(definitions),
+        cadence_seconds=cadence,
+        fx_rate=fx_rate,
+        source=source,
+    )
