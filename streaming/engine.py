@@ -10,13 +10,25 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from streaming.errors import IndexTickerError
 from streaming.methodology.calculator import index_value
 from streaming.methodology.definition import Family, IndexDefinition
 from streaming.methodology.family import PROFILES, FamilyCalculator, Group
+from streaming.methodology.fx import (
+    AddOutcome,
+    CbrRule,
+    FxSchedule,
+    FxSettings,
+    FxStatus,
+    FxStep,
+    LiveRule,
+    constant_step,
+)
 from streaming.methodology.schedule import (
     AlwaysOpen,
     Session,
@@ -57,6 +69,7 @@ class Engine:
         sources: Sequence[TickSource] = (),
         clock: Callable[[], float] = time.time,
         fx_rate: float | None = None,
+        fx_settings: FxSettings | None = None,
     ) -> None:
         self.family = family if isinstance(family, Family) else Family.of(family)
         self.store = store
@@ -64,7 +77,12 @@ class Engine:
         self.session: Session = session or AlwaysOpen(utc_offset=self.family.session.utc_offset)
         self.sources = tuple(sources)
         self.clock = clock
-        self.fx_rate = fx_rate if fx_rate is not None else self.family.fx_rate
+        self.fx_settings = fx_settings or self.family.fx or FxSettings(rule=CbrRule())
+        self.fx = self.fx_settings.new_schedule()
+        configured = fx_rate if fx_rate is not None else self.family.fx_rate
+        self._fx_config = None if configured is None else constant_step(configured, "config")
+        if self._fx_config is not None:
+            self.fx.add(self._fx_config)
         self.calculator = FamilyCalculator(
             [Group(d.name, d.base, d.profile) for d in self.family.definitions]
         )
@@ -87,26 +105,61 @@ class Engine:
 
     @property
     def known_secids(self) -> frozenset[str]:
-        """Every line some index of the family holds."""
-        return frozenset(self.calculator.position)
+        """Every line some index of the family holds (and the FX instrument under the live rule)."""
+        lines = frozenset(self.calculator.position)
+        if self.fx_instrument is not None:
+            return lines | {self.fx_instrument}
+        return lines
+
+    @property
+    def fx_instrument(self) -> str | None:
+        """The exchange FX instrument whose ticks set the rate (live rule), else None."""
+        rule = self.fx_settings.rule
+        return rule.instrument if isinstance(rule, LiveRule) else None
+
+    @property
+    def fx_rate(self) -> float | None:
+        """The USD/RUB rate in force now, roubles per dollar (None when there is none)."""
+        step = self.fx.rate_at(utc_from_epoch(self.clock()))
+        return None if step is None else step.rate
+
+    def add_fx(self, step: FxStep) -> AddOutcome:
+        """Take an FX step (a CBR publication, an exchange tick, an operator's rate)."""
+        outcome = self.fx.add(step, now=utc_from_epoch(self.clock()))
+        log.info(
+            "fx %s from %s at %s: %s",
+            step.rate,
+            step.source,
+            iso_utc(step.effective_from),
+            outcome.name,
+        )
+        return outcome
+
+    def fx_status(self, moment: datetime | None = None) -> FxStatus:
+        """The FX in force at a moment (default now) with its age and whether it is stale."""
+        when = moment or utc_from_epoch(self.clock())
+        return self.fx.status(when, self.fx_settings.limits)
 
     @property
     def codes(self) -> tuple[str, ...]:
         return self.family.codes
 
-    def value_of(self, code: str, capitalization: float) -> float:
-        """Index points of one index from its group's capitalization, roubles."""
-        return index_value(self.currency[code], capitalization, self.divisors[code], self.fx_rate)
+    def value_of(self, code: str, capitalization: float, fx_rate: float | None = None) -> float:
+        """Index points of one index from its group's capitalization (roubles) and FX (RUB/USD;
+        default: the rate in force now)."""
+        rate = fx_rate if fx_rate is not None else self.fx_rate
+        return index_value(self.currency[code], capitalization, self.divisors[code], rate)
 
     # --- calculation -------------------------------------------------------------------
 
     def _set_previous_close(self) -> None:
         """Each index at its reference prices: the previous close before anything is published."""
         calc = self.calculator
-        self.previous_close = {
-            code: self.value_of(code, calc.reference_capitalization(group))
-            for code, group in self.group_of.items()
-        }
+        self.previous_close = {}
+        for code, group in self.group_of.items():
+            if self.currency[code] == "USD" and self.fx_rate is None:
+                continue  # no FX yet: set at the first publication that has one
+            self.previous_close[code] = self.value_of(code, calc.reference_capitalization(group))
 
     def _roll_day_if_needed(self, epoch: float) -> None:
         day = self.session.trading_day(utc_from_epoch(epoch)).isoformat()
@@ -123,10 +176,20 @@ class Engine:
         self._roll_day_if_needed(self.clock())
         calc = self.calculator
         everywhere = range(len(PROFILES))
+        instrument = self.fx_instrument
+        applied = 0
         for tick in ticks:
-            calc.apply(tick.secid, tick.price, tick.time.timestamp(), everywhere)
-        self.stats.ticks_applied += len(ticks)
-        return len(ticks)
+            if tick.secid == instrument:
+                rule = self.fx_settings.rule
+                assert isinstance(rule, LiveRule)
+                step = rule.step_for_tick(tick.price, tick.time)
+                if step is not None:
+                    self.fx.add(step, now=utc_from_epoch(self.clock()))
+            else:
+                calc.apply(tick.secid, tick.price, tick.time.timestamp(), everywhere)
+            applied += 1
+        self.stats.ticks_applied += applied
+        return applied
 
     def values(self) -> dict[str, float]:
         """Current full-precision values from the incremental capitalization (not published)."""
@@ -141,21 +204,36 @@ class Engine:
         mc = self.calculator.resum()
         self.stats.last_drift = float(np.max(np.abs(incremental - mc) / mc))
         moment = utc_from_epoch(grid_epoch)
-        publications = [
-            Publication(
-                code=code,
-                currency=self.currency[code],
-                value=self.value_of(code, float(mc[group])),
-                time=moment,
-                seq=self.seq[code] + 1,
-                previous_close=self.previous_close[code],
-                capitalization=float(mc[group]),
-                divisor=self.divisors[code],
-                fx_rate=self.fx_rate if self.currency[code] == "USD" else None,
+        fx = self.fx.status(moment, self.fx_settings.limits)
+        publications = []
+        for code, group in self.group_of.items():
+            usd = self.currency[code] == "USD"
+            if usd and fx.step is None:
+                # Never publish a dollar value on a made-up rate: fx_status says what is missing.
+                continue
+            step = fx.step if usd else None
+            rate = None if step is None else step.rate
+            value = self.value_of(code, float(mc[group]), rate)
+            previous = self.previous_close.setdefault(code, value)
+            publications.append(
+                Publication(
+                    code=code,
+                    currency=self.currency[code],
+                    value=value,
+                    time=moment,
+                    seq=self.seq[code] + 1,
+                    previous_close=previous,
+                    capitalization=float(mc[group]),
+                    divisor=self.divisors[code],
+                    fx_rate=rate,
+                    fx_source=None if step is None else step.source,
+                    fx_effective=None if step is None else iso_utc(step.effective_from),
+                    fx_stale=usd and fx.stale,
+                )
             )
-            for code, group in self.group_of.items()
-        ]
-        state = self._snapshot(grid_epoch, {p.code: p.seq for p in publications})
+        seq = dict(self.seq)
+        seq.update({p.code: p.seq for p in publications})
+        state = self._snapshot(grid_epoch, seq)
         try:
             await self.store.commit(state, publications)
         except Exception:
@@ -194,6 +272,7 @@ class Engine:
             fx_rate=self.fx_rate,
             last_grid=grid_epoch,
             profiles=profiles,
+            extra={"fx": self.fx.as_dict()},
         )
 
     def restore(self, state: EngineState) -> None:
@@ -230,8 +309,14 @@ class Engine:
             per_profile("tick_times"),
         )
         self.trading_day = state.trading_day
-        if state.fx_rate is not None and self.fx_rate is None:
-            self.fx_rate = state.fx_rate
+        saved_fx = state.extra.get("fx")
+        if saved_fx:
+            try:
+                self.fx = FxSchedule.from_dict(saved_fx)
+            except IndexTickerError as error:
+                log.warning("saved FX schedule unreadable, starting afresh: %s", error)
+            if self._fx_config is not None:
+                self.fx.add(self._fx_config)
         self._set_previous_close()
         # A restart later on the same day must not move the reference the day started with.
         for code, close in state.previous_close.items():
@@ -304,5 +389,6 @@ class Engine:
             if math.isnan(self.stats.last_publish_seconds)
             else round(self.stats.last_publish_seconds * 1000, 3),
             "store": self.store.name,
+            "fx": self.fx_status().as_dict(),
             "sources": [source.name for source in self.sources],
         }

@@ -18,11 +18,14 @@ from streaming.methodology.fit import (
     DivisorPeriod,
     IndexDay,
     PeriodFit,
+    ReviewCheck,
     ShareDay,
     fit_period,
     fitted_base,
     load_index_history,
     load_share_history,
+    review_check,
+    review_checks,
     shortnames_of,
     split_periods,
 )
@@ -133,6 +136,39 @@ def check_table(fits: Sequence[PeriodFit]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def review_table(checks: Sequence[ReviewCheck], shares: Sequence[ShareDay] = ()) -> str:
+    """A text table of the divisor continuity at each review (divisors; differences in ppm).
+
+    With ``shares`` it adds the difference the same computation gives at the closes of the
+    effective day itself, which shows which day's closes the official divisor was set at.
+    """
+    header = (
+        f"{'review':<10}  {'priced on':<10}  {'MC new/old':>10}  {'computed D_new':>17}"
+        f"  {'official D_new':>17}  {'ppm':>7}  {'back ppm':>8}  {'1σ ppm':>6}"
+    )
+    if shares:
+        header += f"  {'ppm if priced on review day':>27}"
+    lines = [header]
+    for check in checks:
+        decision = check.decision
+        official = check.new.period.divisor
+        line = (
+            f"{check.effective!s:<10}  {check.pricing_day!s:<10}  {check.ratio:>10.7f}"
+            f"  {decision.computed:>17.4f}  {official:>17.4f}  {check.difference_ppm:>+7.1f}"
+            f"  {check.backward_ppm:>+8.1f}  {check.sd_ppm:>6.0f}"
+        )
+        if shares:
+            moved = review_check(check.old, check.new, shares, check.effective)
+            text = f"{moved.difference_ppm:+.1f} (1σ {moved.sd_ppm:.0f})"
+            line += f"  {text:>27}"
+        lines.append(line)
+    lines += [
+        "ppm = (official / computed − 1)·10⁶ of the new divisor; back ppm: the same for the",
+        "old divisor recomputed from the official new one; 1σ: what the fit errors explain.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _choose(periods: Sequence[DivisorPeriod], start: date | None) -> DivisorPeriod:
     if start is None:
         return periods[-1]
@@ -226,7 +262,11 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
     shares, index_days = _load(args)
     periods = split_periods(index_days)
     if args.check:
-        out.write(check_table([fit_period(p, shares) for p in periods]))
+        fits = [fit_period(p, shares) for p in periods]
+        out.write(check_table(fits))
+        if len(fits) > 1:
+            out.write("\n")
+            out.write(review_table(review_checks(fits, shares), shares))
         return
     fit = fit_period(_choose(periods, args.period_start), shares)
     base = fitted_base(fit, shortnames_of(shares), source=str(args.out_base))

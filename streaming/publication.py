@@ -29,6 +29,7 @@ class Publication:
     kind: str = "intraday"  # intraday | indicative (auction, not tradable) | close (official)
     fx_source: str | None = None  # where the FX rate came from, e.g. "cbr:2026-11-21"
     fx_effective: str | None = None  # ISO 8601 UTC moment the FX rate took effect
+    fx_stale: bool = False  # the FX rate is older than its configured maximum age
 
     @property
     def change(self) -> float:
@@ -56,6 +57,7 @@ class Publication:
             "fx_rate": self.fx_rate,
             "fx_source": self.fx_source,
             "fx_effective": self.fx_effective,
+            "fx_stale": self.fx_stale,
             "kind": self.kind,
             "close": self.kind == "close",
         }

@@ -10,16 +10,20 @@ import numpy as np
 import pytest
 
 from streaming.errors import BaseLoadError
-from streaming.fitbase import RTSI_DIVISOR_RATIO, check_table, main
+from streaming.fitbase import RTSI_DIVISOR_RATIO, check_table, main, review_table
 from streaming.methodology.definition import load_definition
 from streaming.methodology.fit import (
+    DivisorPeriod,
     IndexDay,
     ShareDay,
     fit_period,
     fitted_base,
     issuers,
+    official_closes_on,
     parse_index_history,
     parse_share_history,
+    review_check,
+    review_checks,
     split_periods,
 )
 
@@ -57,21 +61,32 @@ def _prices(days: list[date]) -> dict[date, dict[str, float]]:
     return prices
 
 
+def _capitalization(prices: dict[str, float], ks: dict[str, float]) -> float:
+    return sum(prices[s] * ks[s] for s in ks)
+
+
 def _synthetic(
-    *, rounded: bool = True
+    *, rounded: bool = True, continuous: bool = False
 ) -> tuple[str, str, list[date], dict[date, dict[str, float]]]:
-    """TQBR and index CSV texts for two periods built from known k, divisors and prices."""
+    """TQBR and index CSV texts for two periods built from known k, divisors and prices; with
+    ``continuous`` the second divisor follows from the first by continuity at the last closes."""
     days = _trading_days(2 * DAYS_PER_PERIOD)
     prices = _prices(days)
+    divisors = DIVISORS
+    if continuous:
+        last = prices[days[DAYS_PER_PERIOD - 1]]
+        ratio = _capitalization(last, K_SECOND) / _capitalization(last, K_FIRST)
+        divisors = (DIVISORS[0], DIVISORS[0] * ratio)
     shares = [SHARE_HEADER]
     index = [INDEX_HEADER]
     for n, day in enumerate(days):
         period = n // DAYS_PER_PERIOD
         ks = (K_FIRST, K_SECOND)[period]
-        capitalization = sum(prices[day][s] * ks[s] for s in ks)
-        close = capitalization / DIVISORS[period]
+        capitalization = _capitalization(prices[day], ks)
+        close = capitalization / divisors[period]
         close_text = f"{close:.2f}" if rounded else repr(close)
-        index.append(f"{day},IMOEX,{close_text},{DIVISORS[period]:.4f}")
+        divisor_text = f"{divisors[period]:.4f}" if rounded else repr(divisors[period])
+        index.append(f"{day},IMOEX,{close_text},{divisor_text}")
         for secid, price in prices[day].items():
             shares.append(f"{day},{secid},{NAMES[secid]},1000,{price},{price}")
     return "\n".join(shares) + "\n", "\n".join(index) + "\n", days, prices
@@ -302,9 +317,15 @@ def test_fit_base_check_prints_every_period_and_errors_return_one(
     assert main(["--tqbr", str(tqbr), "--imoex", str(imoex), "--check"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:3] == ["period", "days", "lines"]
-    assert len(out) == 3
     assert out[1].split()[3:5] == ["15", "4"] and out[2].split()[3:5] == ["15", "3"]
     assert out[1].endswith("15 of 15") and out[2].endswith("15 of 15")
+    # Then the divisor continuity at the one review between the two periods.
+    assert out[3] == "" and out[4].split()[:3] == ["review", "priced", "on"]
+    days = _trading_days(2 * DAYS_PER_PERIOD)
+    row = out[5].split()
+    assert row[:2] == [str(days[DAYS_PER_PERIOD]), str(days[DAYS_PER_PERIOD - 1])]
+    assert row[4] == f"{DIVISORS[1]:.4f}"
+    assert len(out) == 8 and out[6].startswith("ppm = ")
     assert not (tmp_path / "imoex_base.csv").exists()
 
     bad = ["--tqbr", str(tqbr), "--imoex", str(imoex), "--period-start", "2023-03-02"]
@@ -320,3 +341,67 @@ def test_check_table_lists_statistics() -> None:
     fits = [fit_period(p, shares) for p in split_periods(parse_index_history(index_text))]
     table = check_table(fits)
     assert f"{fits[0].rms:.4f}" in table and f"{fits[1].max_abs:.4f}" in table
+
+
+def test_review_check_recovers_a_continuous_divisor() -> None:
+    share_text, index_text, days, prices = _synthetic(rounded=False, continuous=True)
+    shares = parse_share_history(share_text)
+    fits = [fit_period(p, shares) for p in split_periods(parse_index_history(index_text))]
+    (check,) = review_checks(fits, shares)
+    last = days[DAYS_PER_PERIOD - 1]
+    assert check.pricing_day == last and check.effective == days[DAYS_PER_PERIOD]
+    assert check.close == fits[0].period.days[-1].close
+    truth = _capitalization(prices[last], K_SECOND) / _capitalization(prices[last], K_FIRST)
+    assert check.ratio == pytest.approx(truth, rel=1e-7)
+    assert check.decision.official == fits[1].period.divisor
+    assert abs(check.difference_ppm) < 0.1  # k are recovered to ~1e-7 (see above)
+    assert check.backward_ppm == pytest.approx(-check.difference_ppm, abs=1e-6)
+    assert abs(check.old_error) < 1e-6 and abs(check.new_error) < 1e-6
+    # DDDD leaves the base and the others' k change: another day's closes give another ratio.
+    moved = review_check(fits[0], fits[1], shares, days[DAYS_PER_PERIOD])
+    assert abs(moved.difference_ppm) > 100.0
+    table = review_table([check], shares)
+    assert f"{check.decision.computed:.4f}" in table and str(last) in table
+    with pytest.raises(ValueError, match="not a trading day"):
+        review_check(fits[0], fits[1], shares, date(2020, 1, 1))
+
+
+def test_fit_uncertainty_helpers() -> None:
+    share_text, index_text, _, _ = _synthetic()
+    shares = parse_share_history(share_text)
+    fit = fit_period(split_periods(parse_index_history(index_text))[1], shares)
+    # The leverages of the period's own days are the diagonal of the hat matrix: they sum to
+    # the number of fitted lines.
+    own = [official_closes_on(shares, d.trade_date) for d in fit.period.days]
+    assert sum(fit.leverage(p) for p in own) == pytest.approx(len(fit.constituents), rel=1e-9)
+    assert fit.sigma == pytest.approx(
+        float(np.sqrt(np.sum(fit.residuals**2) / (DAYS_PER_PERIOD - 3))), rel=1e-12
+    )
+    day = fit.period.days[4]
+    inside = fit.value_sd(day.trade_date, own[4])
+    outside = fit.value_sd(date(2000, 1, 3), own[4])  # the same prices on a day outside
+    h = fit.leverage(own[4])
+    assert inside == pytest.approx(fit.sigma * np.sqrt(1 - h))
+    assert outside == pytest.approx(fit.sigma * np.sqrt(1 + h))
+    assert fit.value_at(own[4]) == pytest.approx(fit.fitted[4], rel=1e-12)
+    with pytest.raises(ValueError, match="no price for BBBB"):
+        fit.value_at({"AAAA": 1.0, "AAAAP": 1.0})
+    first = fit_period(split_periods(parse_index_history(index_text))[0], shares)
+    assert first.sigma > 0
+    # Three days fitted exactly by three lines: no degrees of freedom are left for σ.
+    tiny = fit_period(DivisorPeriod(fit.period.divisor, fit.period.days[:3]), shares)
+    assert len(tiny.constituents) == 3
+    assert tiny.sigma == float("inf")
+
+
+def test_official_closes_on_carries_the_last_close_forward() -> None:
+    days = _trading_days(3)
+    shares = [
+        ShareDay(days[0], "AAAA", "A", 10.0),
+        ShareDay(days[1], "AAAA", "A", None),
+        ShareDay(days[0], "BBBB", "B", 5.0),
+        ShareDay(days[1], "BBBB", "B", 6.0),
+        ShareDay(days[2], "BBBB", "B", 7.0),
+    ]
+    assert official_closes_on(shares, days[1]) == {"AAAA": 10.0, "BBBB": 6.0}
+    assert official_closes_on(shares, days[0] - timedelta(days=1)) == {}

@@ -1,5 +1,6 @@
 """The shipped base against real MOEX end-of-day data: official IMOEX closes are reproduced from
-the day's official share closes through the calculator, and every divisor period fits.
+the day's official share closes through the calculator, every divisor period fits, and the
+official divisors at the two reviews in the data follow from continuity.
 
 Tolerances are measured, not wished for: no constant base over the 50 lines in the data
 reproduces the closes to the cent (see test_no_constant_base_over_these_lines_is_exact and
@@ -10,21 +11,27 @@ same real prices to the cent — the misfit is in the data set, not in the metho
 from __future__ import annotations
 
 import dataclasses
+import re
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from streaming.fitbase import RTSI_DIVISOR_RATIO
 from streaming.methodology.base import load_base_csv
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_DEFINITION, load_definition
 from streaming.methodology.fit import (
     DivisorPeriod,
     PeriodFit,
+    ReviewCheck,
     ShareDay,
     fit_period,
     load_index_history,
     load_share_history,
+    review_check,
+    review_checks,
     split_periods,
 )
 
@@ -32,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "moex"
 TQBR = DATA / "tqbr_daily_2022-10_2023-06.csv"
 IMOEX = DATA / "imoex_daily_2022-10_2023-06.csv"
+SOURCES = DATA / "SOURCES.md"
 SHIPPED_BASE = REPO / "streaming" / "data" / "imoex_base.csv"
 
 pytestmark = pytest.mark.skipif(
@@ -46,6 +54,19 @@ PERIOD_MAX_ERROR = 0.30
 PERIOD_RMS = 0.08
 # What exact data looks like: half a cent of rounding in the published close.
 ROUNDING = 0.005
+# Divisor continuity at a review, recomputed with the fitted bases: the difference from the
+# official divisor in ppm is, to first order, the error of the new base one day outside its
+# period minus that of the old base on its own last day. ReviewCheck.sd_ppm is one standard
+# deviation of that from the fit errors alone: σ·√(1 + h) and σ·√(1 − h) in quadrature, σ the
+# residual standard deviation over days − lines degrees of freedom, h the leverage of the day's
+# prices (4.2 and 5.0 for the new bases: the extrapolated k are the weak part). Measured 1σ
+# 127 and 65 ppm; the differences are −41.0 and +58.6 ppm (0.3σ and 0.9σ). Three standard
+# deviations is the bound: the σ estimates rest on 11–22 degrees of freedom, and the test is
+# that nothing beyond the fit error is left, not that the fits are better than they are.
+BUDGET_SIGMAS = 3.0
+# The divisors announced together are consistent with one D_IMOEX/D_RTSI ratio to 2.6e-12
+# (measured); the ratio constant itself has 11 decimals (3e-13 relative).
+RATIO_AGREEMENT = 5e-12
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +181,84 @@ def test_synthetic_closes_on_real_prices_are_recovered_to_the_cent(
         assert refit.reproduced == len(days)
         assert refit.max_abs <= ROUNDING
         assert refit.constituents == fit.constituents
+
+
+@pytest.fixture(scope="module")
+def reviews(shares: tuple[ShareDay, ...], fits: list[PeriodFit]) -> list[ReviewCheck]:
+    return review_checks(fits, shares)
+
+
+def test_official_divisors_follow_from_continuity_at_the_last_closes(
+    reviews: list[ReviewCheck],
+) -> None:
+    assert [(str(r.effective), str(r.pricing_day)) for r in reviews] == [
+        ("2022-12-16", "2022-12-15"),
+        ("2023-03-17", "2023-03-16"),
+    ]
+    for review in reviews:
+        decision = review.decision
+        print(
+            f"review {review.effective}, priced on {review.pricing_day}:"
+            f" MC new/old {review.ratio:.7f}, D_new computed {decision.computed:.4f}"
+            f" official {decision.official:.4f}: {review.difference_ppm:+.1f} ppm"
+            f" (back {review.backward_ppm:+.1f}), 1σ from the fits {review.sd_ppm:.0f} ppm;"
+            f" old base {review.old_error:+.4f}, new base {review.new_error:+.4f} points"
+            f" off the close {review.close}"
+        )
+        assert abs(review.difference_ppm) <= BUDGET_SIGMAS * review.sd_ppm
+        # Backwards the same ratio gives the mirror image: (1 + x)⁻¹ − 1.
+        assert review.backward_ppm == pytest.approx(
+            1e6 / (1 + review.difference_ppm / 1e6) - 1e6, abs=1e-3
+        )
+        # The difference splits into the two fits' errors at the pricing day.
+        split = (review.new_error - review.old_error) / review.close * 1e6
+        assert review.difference_ppm == pytest.approx(-split, rel=1e-3)
+        # The computed divisor is continuous by construction.
+        assert decision.jump == pytest.approx(0.0, abs=1e-9)
+
+
+def test_no_neighbouring_day_explains_the_official_divisors(
+    shares: tuple[ShareDay, ...], reviews: list[ReviewCheck]
+) -> None:
+    """The closes of the day before the last one, or of the review day itself, give divisors
+    outside the budget (measured 5.5σ/5.6σ and 3.2σ/6.1σ): MOEX set them at the last closes."""
+    for review in reviews:
+        old_days = review.old.period.days
+        for day in (old_days[-2].trade_date, review.effective):
+            moved = review_check(review.old, review.new, shares, day)
+            print(
+                f"review {review.effective} priced on {day}: {moved.difference_ppm:+.1f} ppm,"
+                f" 1σ {moved.sd_ppm:.0f}"
+            )
+            assert abs(moved.difference_ppm) > BUDGET_SIGMAS * moved.sd_ppm
+
+
+def _announced() -> dict[date, tuple[float, float]]:
+    """The IMOEX / RTSI divisors listed in SOURCES.md by effective date."""
+    pattern = re.compile(r"^- (\d{4}-\d{2}-\d{2}): ([\d ]+\.\d+) / ([\d ]+\.\d+)\s*$")
+    announced: dict[date, tuple[float, float]] = {}
+    for line in SOURCES.read_text(encoding="utf-8").splitlines():
+        match = pattern.match(line)
+        if match:
+            imoex, rtsi = (float(g.replace(" ", "")) for g in match.groups()[1:])
+            announced[date.fromisoformat(match.group(1))] = (imoex, rtsi)
+    return announced
+
+
+def test_announced_divisors_agree_with_the_data_and_the_rtsi_ratio(
+    periods: tuple[DivisorPeriod, ...],
+) -> None:
+    announced = _announced()
+    assert len(announced) == 5
+    for effective, (imoex, rtsi) in announced.items():
+        assert imoex / rtsi == pytest.approx(RTSI_DIVISOR_RATIO, rel=RATIO_AGREEMENT), effective
+    in_force = {day.trade_date: p.divisor for p in periods for day in p.days}
+    for effective, (imoex, _) in announced.items():
+        if effective in in_force:
+            assert in_force[effective] == imoex
+    # The list does not cover the data: the divisor of 2022-06-17 was replaced before the data
+    # begin (by the September 2022 review) and the next one takes effect the day after they end.
+    first, last = min(in_force), max(in_force)
+    assert not any(first <= effective <= last for effective in announced)
+    assert in_force[first] != announced[date(2022, 6, 17)][0]
+    assert min(d for d in announced if d > last) == date(2023, 6, 16)

@@ -13,6 +13,7 @@ from typing import Any
 from streaming.errors import ConfigError
 from streaming.methodology.base import Constituent, IndexBase, load_base_csv
 from streaming.methodology.calculator import IndexSpec
+from streaming.methodology.fx import FxSettings, parse_fx_settings
 from streaming.methodology.schedule import SessionHours, parse_clock, validate_cadence
 
 DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "data" / "imoex.toml"
@@ -27,8 +28,9 @@ _TOP_KEYS = {
     "index",
     "profile",
     "capping",
+    "fx",
 }
-_FAMILY_KEYS = {"name", "definitions", "fx_rate", "cadence_seconds"}
+_FAMILY_KEYS = {"name", "definitions", "fx_rate", "cadence_seconds", "fx"}
 _CAPPING_KEYS = {"issuer_cap", "top_cap", "top_n"}
 PROFILES = ("main", "extended")
 _SESSION_KEYS = {"open", "close", "utc_offset_hours", "weekdays_only"}
@@ -49,6 +51,7 @@ class IndexDefinition:
     source: str = "<memory>"
     profile: str = "main"  # which trades move it: main session only, or every session
     capping: dict[str, float] = field(default_factory=dict)  # issuer_cap, top_cap, top_n
+    fx: FxSettings | None = None  # the [fx] table: which rule turns FX input into steps
     codes: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -176,8 +179,10 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
             raise ConfigError(f"capping.{key}", f"must be positive, got {value!r}", source)
         capping[key] = number
 
+    fx_table = _expect(data.get("fx", {}), dict, "fx", source)
     return IndexDefinition(
         name=str(data.get("name", specs[0].code)),
+        fx=parse_fx_settings(fx_table, source) if fx_table else None,
         profile=profile,
         capping=capping,
         base=base,
@@ -215,6 +220,7 @@ class Family:
     cadence_seconds: int
     fx_rate: float | None
     source: str = "<memory>"
+    fx: FxSettings | None = None
     indices: tuple[IndexSpec, ...] = field(init=False)
     codes: tuple[str, ...] = field(init=False)
 
@@ -245,6 +251,7 @@ class Family:
             definition.cadence_seconds,
             definition.fx_rate,
             definition.source,
+            definition.fx,
         )
 
     @property
@@ -303,10 +310,13 @@ def load_family(path: str | Path = DEFAULT_DEFINITION) -> Family:
         fx_rate = float(_expect(fx_rate, (int, float), "fx_rate", source))
         if not (math.isfinite(fx_rate) and fx_rate > 0):
             raise ConfigError("fx_rate", f"must be positive, got {fx_rate!r}", source)
+    fx_table = _expect(data.get("fx", {}), dict, "fx", source)
+    fx = parse_fx_settings(fx_table, source) if fx_table else None
     return Family(
         name=str(_expect(data.get("name", definitions[0].name), str, "name", source)),
         definitions=tuple(definitions),
         cadence_seconds=cadence,
         fx_rate=fx_rate,
         source=source,
+        fx=fx or next((d.fx for d in definitions if d.fx is not None), None),
     )

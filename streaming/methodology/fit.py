@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,15 @@ import numpy.typing as npt
 
 from streaming.errors import BaseLoadError
 from streaming.methodology.base import Constituent, IndexBase
+from streaming.methodology.calculator import IndexSpec
+from streaming.methodology.review import (
+    PPM,
+    BaseChange,
+    DivisorDecision,
+    DivisorPolicy,
+    apply_base_change,
+    effective_moment,
+)
 from streaming.publication import PUBLISHED_DECIMALS
 
 FloatArray = npt.NDArray[np.float64]
@@ -124,6 +134,44 @@ class PeriodFit:
     def k(self, secid: str) -> float:
         """Fitted Q·FF·W of one line (0 when it is not a constituent)."""
         return float(self.index_shares[self.secids.index(secid)])
+
+    @property
+    def sigma(self) -> float:
+        """Residual standard deviation, index points, over days − constituents degrees of
+        freedom (inf when there are no more days than constituents)."""
+        freedom = len(self.period.days) - len(self.constituents)
+        if freedom <= 0:
+            return math.inf
+        return float(np.sqrt(np.sum(self.residuals**2) / freedom))
+
+    def _constituent_prices(self, prices: Mapping[str, float]) -> FloatArray:
+        missing = [s for s in self.constituents if s not in prices]
+        if missing:
+            raise ValueError(f"no price for {', '.join(missing)}")
+        return np.array([prices[s] for s in self.constituents], np.float64)
+
+    def value_at(self, prices: Mapping[str, float]) -> float:
+        """The fitted base at these prices (roubles per secid) over the period's divisor, points."""
+        row = self._constituent_prices(prices)
+        shares = np.array([self.k(s) for s in self.constituents], np.float64)
+        return float(row @ shares) / self.period.divisor
+
+    def leverage(self, prices: Mapping[str, float]) -> float:
+        """x'(XᵀX)⁻¹x of a row of prices (roubles) against the period's price table, over the
+        constituents: how much the uncertainty of the fitted k shows in the value at x."""
+        active = self.index_shares > 0
+        scale = self.prices[:, active].mean(axis=0)
+        _, triangle = np.linalg.qr(self.prices[:, active] / scale)
+        z = np.linalg.solve(triangle.T, self._constituent_prices(prices) / scale)
+        return float(z @ z)
+
+    def value_sd(self, day: date, prices: Mapping[str, float]) -> float:
+        """Standard deviation of (fitted value − official close) at these prices, points:
+        σ·√(1 − h) for a day of the period (a residual), σ·√(1 + h) for a day outside it (a
+        prediction), with h the leverage of the prices."""
+        h = self.leverage(prices)
+        inside = any(d.trade_date == day for d in self.period.days)
+        return self.sigma * math.sqrt(max(0.0, 1.0 - h) if inside else 1.0 + h)
 
 
 def _rows(
@@ -412,3 +460,113 @@ def shortnames_of(shares: Iterable[ShareDay]) -> dict[str, str]:
         if row.shortname and (row.secid not in latest or row.trade_date >= latest[row.secid][0]):
             latest[row.secid] = (row.trade_date, row.shortname)
     return {secid: name for secid, (_, name) in latest.items()}
+
+
+def official_closes_on(shares: Iterable[ShareDay], day: date) -> dict[str, float]:
+    """Each line's official close (roubles) on ``day``, or its last earlier one if it had none."""
+    latest: dict[str, tuple[date, float]] = {}
+    for row in shares:
+        if row.official_close is None or row.trade_date > day:
+            continue
+        if row.secid not in latest or row.trade_date > latest[row.secid][0]:
+            latest[row.secid] = (row.trade_date, row.official_close)
+    return {secid: price for secid, (_, price) in latest.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewCheck:
+    """Divisor continuity at one review, reproduced with the fitted bases of the two periods:
+    the computed new divisor against the official one, and the error the fits alone explain."""
+
+    old: PeriodFit
+    new: PeriodFit
+    pricing_day: date  # whose official closes price both bases (MOEX: the last day before)
+    close: float  # official index close of the pricing day, points
+    decision: DivisorDecision  # continuity with the official divisor of the new period
+    old_error: float  # points: old fitted base at the pricing day − official close
+    new_error: float  # points: new fitted base over the official new divisor − official close
+    sd_ppm: float  # one standard deviation of difference_ppm from the fit errors alone
+
+    @property
+    def effective(self) -> date:
+        """First trading day of the new base."""
+        return self.new.period.start
+
+    @property
+    def ratio(self) -> float:
+        """MC_new / MC_old at the pricing day's official closes."""
+        return self.decision.computed / self.decision.old_divisor
+
+    @property
+    def difference_ppm(self) -> float:
+        """(official / computed − 1) · 10⁶ for the new divisor."""
+        difference = self.decision.difference_ppm
+        assert difference is not None
+        return difference
+
+    @property
+    def backward(self) -> float:
+        """The old divisor recomputed from the official new one: D_new · MC_old / MC_new."""
+        return self.new.period.divisor / self.ratio
+
+    @property
+    def backward_ppm(self) -> float:
+        """(official old / recomputed old − 1) · 10⁶: the mirror of difference_ppm."""
+        return (self.old.period.divisor / self.backward - 1.0) * PPM
+
+
+def review_check(
+    old: PeriodFit, new: PeriodFit, shares: Iterable[ShareDay], pricing_day: date | None = None
+) -> ReviewCheck:
+    """Recompute the new divisor by continuity at ``pricing_day``'s official closes (default the
+    last day of the old period, as MOEX does) with the fitted bases, against the official one.
+
+    The difference in ppm is, to first order, (new_error − old_error) / close: the new base is
+    evaluated one day outside its period (a prediction, sd σ_new·√(1 + h_new)) and the old one on
+    a day of its own (a residual, sd σ_old·√(1 − h_old)); the two fits share no day, so the
+    standard deviations add in quadrature into ``sd_ppm``.
+    """
+    day = old.period.end if pricing_day is None else pricing_day
+    index_days = {d.trade_date: d for d in (*old.period.days, *new.period.days)}
+    if day not in index_days:
+        raise ValueError(f"{day} is not a trading day of {old.period.start} … {new.period.end}")
+    close = index_days[day].close
+    prices = official_closes_on(shares, day)
+    old_base = fitted_base(old, {}, source=f"fit {old.period.start}")
+    new_base = fitted_base(new, {}, source=f"fit {new.period.start}")
+    missing = [s for s in old_base.secids if s not in prices]
+    if missing:
+        raise ValueError(f"no official close on or before {day} for {', '.join(missing)}")
+    old_capitalization = math.fsum(prices[c.secid] * c.index_shares for c in old_base.constituents)
+    change = BaseChange(
+        definition="IMOEX",
+        base=new_base,
+        effective=effective_moment(new.period.start),
+        reason="quarterly review",
+        official_divisors={"IMOEX": new.period.divisor},
+    )
+    outcome = apply_base_change(
+        change,
+        prices,
+        old_capitalization,
+        [IndexSpec("IMOEX", "RUB", old.period.divisor)],
+        policy=DivisorPolicy.CONTINUITY,
+    )
+    old_sd = old.value_sd(day, prices)
+    new_sd = new.value_sd(day, prices)
+    return ReviewCheck(
+        old=old,
+        new=new,
+        pricing_day=day,
+        close=close,
+        decision=outcome.decisions["IMOEX"],
+        old_error=old.value_at(prices) - close,
+        new_error=new.value_at(prices) - close,
+        sd_ppm=math.hypot(old_sd, new_sd) / close * PPM,
+    )
+
+
+def review_checks(fits: Sequence[PeriodFit], shares: Iterable[ShareDay]) -> list[ReviewCheck]:
+    """One continuity check per change of divisor between consecutive fitted periods."""
+    rows = tuple(shares)
+    return [review_check(old, new, rows) for old, new in pairwise(fits)]
