@@ -9,14 +9,15 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from streaming.errors import IndexTickerError
-from streaming.methodology.calculator import index_value
+from streaming.bases import BaseBook, base_from_lines
+from streaming.errors import ConfigError, IndexTickerError
+from streaming.methodology.calculator import IndexSpec, index_value
 from streaming.methodology.definition import Family, IndexDefinition
 from streaming.methodology.family import PROFILES, FamilyCalculator, Group
 from streaming.methodology.fx import (
@@ -29,14 +30,16 @@ from streaming.methodology.fx import (
     LiveRule,
     constant_step,
 )
+from streaming.methodology.guard import PriceGuard, Verdict
+from streaming.methodology.phases import PublicationKind
+from streaming.methodology.review import BaseChange, DivisorPolicy, apply_base_change
 from streaming.methodology.schedule import (
-    AlwaysOpen,
-    Session,
     iso_utc,
     next_grid_instant,
     utc_from_epoch,
     validate_cadence,
 )
+from streaming.methodology.timetable import AroundTheClock, Timetable
 from streaming.publication import EngineState, Publication
 from streaming.sources import TickSource
 from streaming.store.base import Store
@@ -56,6 +59,17 @@ class EngineStats:
     last_drift: float = 0.0  # relative gap between incremental and re-summed capitalization
 
 
+@dataclass(slots=True)
+class SubmitReport:
+    """What happened to a batch: positions are within the batch handed to submit_report."""
+
+    applied: int = 0  # ticks that moved prices now (released held ones included)
+    released: int = 0  # held ticks confirmed and applied now
+    held: list[tuple[int, str, str]] = field(default_factory=list)  # (position, secid, reason)
+    # Held ticks dropped now: position -1 when the tick came in an earlier batch.
+    discarded: list[tuple[int, str, str]] = field(default_factory=list)
+
+
 class Engine:
     """Calculates every index of one definition and publishes it on the grid."""
 
@@ -65,16 +79,19 @@ class Engine:
         store: Store,
         *,
         cadence: int | None = None,
-        session: Session | None = None,
+        timetable: Timetable | None = None,
         sources: Sequence[TickSource] = (),
         clock: Callable[[], float] = time.time,
         fx_rate: float | None = None,
         fx_settings: FxSettings | None = None,
+        guard: PriceGuard[tuple[int, int, Tick]] | None = None,
+        divisor_policy: DivisorPolicy = DivisorPolicy.OFFICIAL,
+        grid: bool = True,
     ) -> None:
         self.family = family if isinstance(family, Family) else Family.of(family)
         self.store = store
         self.cadence = validate_cadence(cadence or self.family.cadence_seconds)
-        self.session: Session = session or AlwaysOpen(utc_offset=self.family.session.utc_offset)
+        self.timetable: Timetable = timetable or AroundTheClock(self.family.session.utc_offset)
         self.sources = tuple(sources)
         self.clock = clock
         self.fx_settings = fx_settings or self.family.fx or FxSettings(rule=CbrRule())
@@ -96,11 +113,22 @@ class Engine:
         self.seq = {code: 0 for code in self.family.codes}
         self.previous_close: dict[str, float] = {}
         self.last_values: dict[str, float] = {}
-        self.trading_day = self.session.trading_day(utc_from_epoch(clock())).isoformat()
+        self.trading_day = self.timetable.trading_day(utc_from_epoch(clock())).isoformat()
         self.last_grid: float | None = None
         self.stats = EngineStats()
         self.state = "created"
         self._tasks: list[asyncio.Task[None]] = []
+        # No [guard] table: no guard (every valid tick moves the index at once).
+        # Items: (batch number, position in that batch, tick).
+        self.guard: PriceGuard[tuple[int, int, Tick]] = guard or (
+            PriceGuard.from_mapping(self.family.guard, self.family.source)
+            if self.family.guard
+            else PriceGuard(threshold=None)
+        )
+        self.bases = BaseBook(divisor_policy)
+        self.grid = grid  # False: no grid loop; the owner calls publish() itself
+        self._batches = 0
+        self._profiles = {d.name: d.profile for d in self.family.definitions}
         self._set_previous_close()
 
     @property
@@ -162,7 +190,7 @@ class Engine:
             self.previous_close[code] = self.value_of(code, calc.reference_capitalization(group))
 
     def _roll_day_if_needed(self, epoch: float) -> None:
-        day = self.session.trading_day(utc_from_epoch(epoch)).isoformat()
+        day = self.timetable.trading_day(utc_from_epoch(epoch)).isoformat()
         if day != self.trading_day:
             log.info("new trading day %s: last prices become the reference", day)
             self.calculator.roll_reference()
@@ -172,24 +200,54 @@ class Engine:
             self.previous_close.update(self.last_values)
 
     def submit(self, ticks: Sequence[Tick]) -> int:
-        """Apply validated ticks now, O(1) each; return how many were applied."""
-        self._roll_day_if_needed(self.clock())
-        calc = self.calculator
-        everywhere = range(len(PROFILES))
+        """Apply validated ticks now, O(1) each; return how many moved prices."""
+        return self.submit_report(ticks).applied
+
+    def submit_report(self, ticks: Sequence[Tick]) -> SubmitReport:
+        """Apply validated ticks through the price guard; report held and discarded ones."""
+        now = self.clock()
+        self._roll_day_if_needed(now)
+        report = SubmitReport()
+        self._batches += 1
+        batch = self._batches
         instrument = self.fx_instrument
-        applied = 0
-        for tick in ticks:
+        for position, tick in enumerate(ticks):
             if tick.secid == instrument:
-                rule = self.fx_settings.rule
-                assert isinstance(rule, LiveRule)
-                step = rule.step_for_tick(tick.price, tick.time)
-                if step is not None:
-                    self.fx.add(step, now=utc_from_epoch(self.clock()))
-            else:
-                calc.apply(tick.secid, tick.price, tick.time.timestamp(), everywhere)
-            applied += 1
-        self.stats.ticks_applied += applied
-        return applied
+                self._fx_tick(tick)
+                report.applied += 1
+                continue
+            line = self.calculator.position[tick.secid]
+            # Every trade lands in the last row (the extended profile): its last accepted price.
+            reference = float(self.calculator.prices[-1, line])
+            decision = self.guard.check(tick.secid, tick.price, reference, (batch, position, tick))
+            for guarded in decision.applied:
+                assert guarded.item is not None
+                accepted = guarded.item[2]
+                self._apply(accepted)
+                report.applied += 1
+                if accepted is not tick:
+                    report.released += 1
+            for guarded in decision.discarded:
+                assert guarded.item is not None
+                came_in, where, _ = guarded.item
+                report.discarded.append(
+                    (where if came_in == batch else -1, guarded.secid, decision.reason)
+                )
+            if decision.verdict is Verdict.HOLD:
+                report.held.append((position, tick.secid, decision.reason))
+        self.stats.ticks_applied += report.applied
+        return report
+
+    def _apply(self, tick: Tick) -> None:
+        profiles = self.timetable.tick_profiles(tick.time, tick.phase)
+        self.calculator.apply(tick.secid, tick.price, tick.time.timestamp(), profiles)
+
+    def _fx_tick(self, tick: Tick) -> None:
+        rule = self.fx_settings.rule
+        assert isinstance(rule, LiveRule)
+        step = rule.step_for_tick(tick.price, tick.time)
+        if step is not None:
+            self.fx.add(step, now=utc_from_epoch(self.clock()))
 
     def values(self) -> dict[str, float]:
         """Current full-precision values from the incremental capitalization (not published)."""
@@ -197,16 +255,26 @@ class Engine:
         return {code: self.value_of(code, float(mc[g])) for code, g in self.group_of.items()}
 
     async def publish(self, grid_epoch: float) -> list[Publication]:
-        """Re-sum, build one publication per index for this grid instant, commit them."""
+        """Re-sum, build the publications due at this grid instant, commit them."""
         started = time.perf_counter()
         self._roll_day_if_needed(grid_epoch)
+        self.apply_due_base_changes(grid_epoch)
+        moment = utc_from_epoch(grid_epoch)
+        kinds = {
+            name: self.timetable.publication(moment, profile, self.cadence)
+            for name, profile in self._profiles.items()
+        }
+        if all(kind is PublicationKind.NONE for kind in kinds.values()):
+            return []
         incremental = self.calculator.capitalization.copy()
         mc = self.calculator.resum()
         self.stats.last_drift = float(np.max(np.abs(incremental - mc) / mc))
-        moment = utc_from_epoch(grid_epoch)
         fx = self.fx.status(moment, self.fx_settings.limits)
         publications = []
         for code, group in self.group_of.items():
+            kind = kinds[self.calculator.groups[group].name]
+            if kind is PublicationKind.NONE:
+                continue
             usd = self.currency[code] == "USD"
             if usd and fx.step is None:
                 # Never publish a dollar value on a made-up rate: fx_status says what is missing.
@@ -229,6 +297,7 @@ class Engine:
                     fx_source=None if step is None else step.source,
                     fx_effective=None if step is None else iso_utc(step.effective_from),
                     fx_stale=usd and fx.stale,
+                    kind=kind.value,
                 )
             )
         seq = dict(self.seq)
@@ -250,6 +319,7 @@ class Engine:
         return publications
 
     def _snapshot(self, grid_epoch: float, seq: dict[str, int]) -> EngineState:
+        bases, applied, scheduled = self.bases.saved()
         prices, reference, times = self.calculator.snapshot()
         main = PROFILES.index("main")
         profiles = {
@@ -273,10 +343,24 @@ class Engine:
             last_grid=grid_epoch,
             profiles=profiles,
             extra={"fx": self.fx.as_dict()},
+            bases=bases,
+            base_changes=applied,
+            scheduled=scheduled,
         )
 
     def restore(self, state: EngineState) -> None:
-        """Carry on from a saved state: same prices, sequence numbers continue upward."""
+        """Carry on from a saved state: same bases, prices and divisors; sequence numbers
+        continue upward."""
+        self.bases.load(state.bases, state.base_changes, state.scheduled)
+        for name, saved in state.bases.items():
+            if name in self.calculator.group_position:
+                group = self.calculator.group_index(name)
+                self.calculator.replace_base(
+                    group, base_from_lines(saved["lines"], saved["source"])
+                )
+                for code, group_of_code in self.group_of.items():
+                    if group_of_code == group and code in state.divisors:
+                        self.divisors[code] = state.divisors[code]
         for code, seq in state.seq.items():
             if code in self.seq:
                 self.seq[code] = max(self.seq[code], seq)
@@ -324,6 +408,90 @@ class Engine:
                 self.previous_close[code] = close
         self._roll_day_if_needed(self.clock())
 
+    # --- base changes ------------------------------------------------------------------
+
+    def schedule_base_change(
+        self, change: BaseChange, policy: DivisorPolicy | None = None
+    ) -> dict[str, Any]:
+        """Validate and schedule a new base; a moment already past takes effect at the next step."""
+        if change.definition not in self.calculator.group_position:
+            known = ", ".join(self.calculator.group_position)
+            raise ConfigError(
+                "definition", f"unknown definition {change.definition!r}; known: {known}"
+            )
+        codes = self.family.definitions[self.calculator.group_index(change.definition)].codes
+        foreign = sorted(set(change.official_divisors) - set(codes))
+        if foreign:
+            raise ConfigError(
+                "official_divisors", f"{', '.join(foreign)} not calculated from {change.definition}"
+            )
+        unpriced = [
+            c.secid
+            for c in change.base.constituents
+            if c.secid not in self.calculator.position and c.reference_price is None
+        ]
+        if unpriced:
+            raise ConfigError("base", f"new lines need a reference price: {', '.join(unpriced)}")
+        self.bases.add(change, policy)
+        log.info(
+            "base change for %s scheduled at %s (%s)",
+            change.definition,
+            iso_utc(change.effective),
+            change.reason,
+        )
+        return change.as_dict()
+
+    def apply_due_base_changes(self, epoch: float) -> None:
+        """Swap in every base whose moment has come, with continuity (or official) divisors."""
+        moment = utc_from_epoch(epoch)
+        for change, policy in self.bases.pop_due(moment):
+            group = self.calculator.group_index(change.definition)
+            prices = self.calculator.group_prices(group)
+            current = {s: float(prices[i]) for s, i in self.calculator.position.items()}
+            codes = [c for c, g in self.group_of.items() if g == group]
+            specs = [IndexSpec(c, self.currency[c], self.divisors[c]) for c in codes]
+            old_mc = self.calculator.capitalization_at(group, prices)
+            outcome = apply_base_change(
+                change, current, old_mc, specs, fx_rate=self.fx_rate, policy=policy
+            )
+            self.calculator.replace_base(group, change.base)
+            for code, decision in outcome.decisions.items():
+                self.divisors[code] = decision.adopted
+                log.info(
+                    "base change %s: %s divisor %.4f -> %.4f (computed %.4f, official %s, %s ppm)",
+                    change.reason,
+                    code,
+                    decision.old_divisor,
+                    decision.adopted,
+                    decision.computed,
+                    decision.official,
+                    None if decision.difference_ppm is None else round(decision.difference_ppm, 3),
+                )
+            self.bases.record(outcome, policy, moment)
+
+    def bases_view(self) -> dict[str, Any]:
+        """Current base per definition, scheduled and applied changes, divisors: for the API."""
+        current = {}
+        for definition in self.family.definitions:
+            group = self.calculator.group_index(definition.name)
+            base = self.calculator.groups[group].base
+            changed = self.bases.current.get(definition.name)
+            current[definition.name] = {
+                "source": base.source,
+                "lines": len(base),
+                "secids": list(base.secids),
+                "effective": changed["effective"]
+                if changed
+                else (
+                    None
+                    if definition.effective_date is None
+                    else definition.effective_date.isoformat()
+                ),
+                "label": changed["label"] if changed else "definition file",
+                "divisors": {code: self.divisors[code] for code in definition.codes},
+            }
+        return {"current": current, **self.bases.view()}
+
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -333,7 +501,8 @@ class Engine:
             self.restore(saved)
             log.info("restored state of %s, last grid %s", saved.trading_day, saved.last_grid)
         self.state = "running"
-        self._tasks.append(asyncio.create_task(self._grid_loop(), name="grid"))
+        if self.grid:
+            self._tasks.append(asyncio.create_task(self._grid_loop(), name="grid"))
         for source in self.sources:
             self._tasks.append(asyncio.create_task(self._run_source(source), name=source.name))
 
@@ -364,11 +533,10 @@ class Engine:
             # The event loop sleeps on a monotonic clock; re-check the wall clock until it is due.
             while (delay := target - self.clock()) > 0:
                 await asyncio.sleep(delay)
-            if self.session.is_open(utc_from_epoch(target)):
-                try:
-                    await self.publish(target)
-                except Exception:
-                    log.exception("publication at %s failed", iso_utc(utc_from_epoch(target)))
+            try:
+                await self.publish(target)
+            except Exception:
+                log.exception("publication at %s failed", iso_utc(utc_from_epoch(target)))
 
     def status(self) -> dict[str, Any]:
         """What health checks and operators want to see."""
@@ -376,8 +544,8 @@ class Engine:
         last = None if self.last_grid is None else iso_utc(utc_from_epoch(self.last_grid))
         return {
             "state": self.state,
-            "session": self.session.name,
-            "session_open": self.session.is_open(now),
+            "session": self.timetable.name,
+            "session_open": self.timetable.is_open(now),
             "trading_day": self.trading_day,
             "cadence_seconds": self.cadence,
             "last_publication": last,

@@ -225,12 +225,26 @@ effective_date = {period.start.isoformat()}
 fx_rate = {fx_rate!r}
 cadence_seconds = {CADENCE_SECONDS}
 
-# Main session, Moscow time (UTC+3, no daylight saving); the official close is the 18:50 value.
+# Closing auction: publications pause during it; the official close is published at its end.
+auction_policy = "pause"
+
+# A trade more than 20 % from a line's last accepted price (the exchange's own single-stock
+# circuit breaker) waits for one confirming trade before it may move the index.
+[guard]
+threshold = 0.2
+confirmations = 1
+
+# Main session, Moscow time (UTC+3, no daylight saving): opening auction 09:50-10:00, continuous
+# trading 10:00-18:40, closing auction 18:40-18:50 (its end is the official close); morning and
+# evening sessions move only extended-profile indices. Trading days: the shipped calendar.
 [session]
-open = "10:00"
-close = "18:50"
 utc_offset_hours = 3
-weekdays_only = true
+opening_auction = ["09:50", "10:00"]
+continuous_start = "10:00"
+continuous_end = "18:40"
+auction_start = "18:40"
+auction_end = "18:50"
+extended = [["07:00", "09:50"], ["19:05", "23:50"]]
 
 # The official divisor in force from {period.start} (DIVISOR of the index history).
 [[index]]

@@ -11,7 +11,7 @@ import uvicorn
 from streaming.engine import Engine
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_DEFINITION, Family, load_family
-from streaming.methodology.schedule import AlwaysOpen, Session
+from streaming.methodology.timetable import AroundTheClock, Timetable
 from streaming.settings import Settings, ingest_token
 from streaming.sources import TickSource
 from streaming.sources.replay import ReplaySource
@@ -43,10 +43,11 @@ def make_sources(settings: Settings, family: Family) -> list[TickSource]:
     return [ReplaySource(path, frozenset(universe.secids), settings.replay_speed)]
 
 
-def make_session(settings: Settings, family: Family) -> Session:
+def make_timetable(settings: Settings, family: Family) -> Timetable:
+    """The exchange timetable (--session moex) or around the clock (the demo)."""
     if settings.session == "moex":
-        return family.session
-    return AlwaysOpen(utc_offset=family.session.utc_offset)
+        return family.timetable()
+    return AroundTheClock(family.session.utc_offset)
 
 
 def assemble(settings: Settings) -> Assembly:
@@ -57,7 +58,7 @@ def assemble(settings: Settings) -> Assembly:
         family,
         store,
         cadence=settings.cadence,
-        session=make_session(settings, family),
+        timetable=make_timetable(settings, family),
         sources=make_sources(settings, family),
         fx_rate=settings.fx_rate,
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from streaming.errors import TickRejected
+from streaming.methodology.phases import Phase, parse_phase
 
 MAX_SECID_LENGTH = 32
 
@@ -20,6 +21,7 @@ class Tick:
     price: float
     time: datetime
     volume: float | None = None
+    phase: Phase | None = None  # as the feed says; None: known from the tick's time
 
 
 def _number(value: object, field: str) -> float:
@@ -83,7 +85,8 @@ def parse_tick(raw: object, known_secids: Container[str], now: datetime) -> Tick
         volume = _number(raw["volume"], "volume")
         if volume < 0:
             raise TickRejected("volume", f"must not be negative, got {raw['volume']!r}")
-    return Tick(secid=secid, price=price, time=time, volume=volume)
+    phase = None if raw.get("phase") is None else parse_phase(raw["phase"])
+    return Tick(secid=secid, price=price, time=time, volume=volume, phase=phase)
 
 
 @dataclass(frozen=True, slots=True)

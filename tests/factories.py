@@ -7,7 +7,7 @@ from datetime import timedelta
 from streaming.methodology.base import Constituent, IndexBase
 from streaming.methodology.calculator import IndexSpec
 from streaming.methodology.definition import IndexDefinition
-from streaming.methodology.schedule import SessionHours
+from streaming.methodology.phases import SessionSpec
 
 # Q·FF·W: A 500, B 100, C 20; reference prices 10, 20, 100: MC = 9000 roubles.
 SMALL_BASE = IndexBase(
@@ -35,7 +35,7 @@ def small_definition(cadence: int = 1) -> IndexDefinition:
         ),
         fx_rate=SMALL_FX,
         cadence_seconds=cadence,
-        session=SessionHours(utc_offset=timedelta(hours=3)),
+        session=SessionSpec(utc_offset=timedelta(hours=3)),
     )
 
 

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -33,7 +32,7 @@ from streaming.engine import Engine
 from streaming.methodology.base import Constituent, IndexBase
 from streaming.methodology.calculator import IndexSpec
 from streaming.methodology.definition import IndexDefinition
-from streaming.methodology.schedule import AlwaysOpen, Session, SessionHours
+from streaming.methodology.phases import SessionSpec
 from streaming.store.base import Store
 
 T = TypeVar("T")
@@ -71,7 +70,7 @@ def api_definition(cadence: int = 1) -> IndexDefinition:
         indices=(IndexSpec("IMOEX", "RUB", RUB_DIVISOR), IndexSpec("RTSI", "USD", USD_DIVISOR)),
         fx_rate=FX_RATE,
         cadence_seconds=cadence,
-        session=SessionHours(),
+        session=SessionSpec(),
     )
 
 
@@ -81,23 +80,9 @@ def by_hand(prices: dict[str, float]) -> tuple[float, float]:
     return mc / RUB_DIVISOR, mc / (FX_RATE * USD_DIVISOR)
 
 
-@dataclass(frozen=True, slots=True)
-class ClosedSession:
-    """A session that is never open: the grid loop stays idle and tests publish explicitly."""
-
-    name: str = "closed"
-
-    def is_open(self, moment: datetime) -> bool:
-        return False
-
-    def trading_day(self, moment: datetime) -> date:
-        return (moment + timedelta(hours=3)).date()
-
-
 def make_engine(store: Store, *, cadence: int = 1, live: bool = False) -> Engine:
     """An engine over the test definition: live publishes every `cadence` s, else only on call."""
-    session: Session = AlwaysOpen() if live else ClosedSession()
-    return Engine(api_definition(cadence), store, cadence=cadence, session=session)
+    return Engine(api_definition(cadence), store, cadence=cadence, grid=live)
 
 
 def make_app(

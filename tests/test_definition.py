@@ -18,9 +18,14 @@ base = "base.csv"
 effective_date = 2023-03-17
 fx_rate = 90.0
 cadence_seconds = 5
+auction_policy = "indicative"
+[guard]
+threshold = 0.15
 [session]
-open = "10:00"
-close = "18:55"
+continuous_start = "10:00"
+continuous_end = "18:55"
+auction_start = "18:55"
+auction_end = "19:00"
 utc_offset_hours = 3
 [[index]]
 code = "IMOEX"
@@ -49,7 +54,9 @@ def test_shipped_definition_loads_and_is_consistent() -> None:
     # RTSI's divisor follows the published IMOEX/RTSI divisor ratio.
     assert imoex.divisor / rtsi.divisor == pytest.approx(31.50217672573, rel=1e-9)
     assert definition.cadence_seconds == 15
-    assert (definition.session.open, definition.session.close) == (time(10), time(18, 50))
+    assert definition.session.main_span.end == time(18, 50)  # the official close
+    assert definition.session.continuous.start == time(10)
+    assert definition.guard == {"threshold": 0.2, "confirmations": 1}
     calc = Calculator(definition.base)  # every line has a reference price
     value = imoex.value(calc.capitalization, None)
     assert 2000 < value < 4000  # IMOEX traded between 2000 and 3000 points in 2023
@@ -59,7 +66,9 @@ def test_definition_file(tmp_path: Path) -> None:
     d = load_definition(write(tmp_path, GOOD))
     assert d.name == "TEST" and d.codes == ("IMOEX", "RTSI")
     assert d.fx_rate == 90.0 and d.cadence_seconds == 5
-    assert d.session.close == time(18, 55) and d.session.utc_offset == timedelta(hours=3)
+    assert d.session.closing_auction.end == time(19) and d.session.utc_offset == timedelta(hours=3)
+    assert d.auction_policy.value == "indicative" and d.guard == {"threshold": 0.15}
+    assert d.calendar.is_trading_day(date(2026, 11, 20))  # the shipped calendar by default
     assert d.effective_date == date(2023, 3, 17)
     assert d.base.secids == ("A", "B")
 
@@ -71,8 +80,10 @@ def test_definition_file(tmp_path: Path) -> None:
         ("fx_rate = 90.0", "fx_rate = -2", "fx_rate"),
         ("fx_rate = 90.0", "", "fx_rate"),  # a USD index needs it
         ("cadence_seconds = 5", "cadence_seconds = 7", "cadence_seconds"),
-        ('close = "18:55"', 'close = "six"', "session.close"),
-        ('open = "10:00"', 'open = "19:00"', "session.close"),
+        ('auction_end = "19:00"', 'auction_end = "seven"', "session.auction_end"),
+        ('continuous_start = "10:00"', 'continuous_start = "19:00"', "session.continuous_end"),
+        ("threshold = 0.15", "threshold = 15", "guard.threshold"),
+        ('auction_policy = "indicative"', 'auction_policy = "sometimes"', "auction_policy"),
         ('code = "RTSI"', 'code = "IMOEX"', "index.code"),
         ('currency = "USD"', 'currency = "EUR"', "index[1].currency"),
         ("divisor = 0.5", "divisor = 0", "index[1].divisor"),

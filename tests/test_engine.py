@@ -11,7 +11,7 @@ import pytest
 from factories import formula, small_definition
 
 from streaming.engine import Engine
-from streaming.methodology.schedule import SessionHours
+from streaming.methodology.timetable import ExchangeTimetable
 from streaming.publication import EngineState, Publication
 from streaming.store.memory import MemoryStore
 from streaming.ticks import Tick
@@ -129,7 +129,7 @@ async def test_moex_session_publishes_nothing_on_a_saturday() -> None:
     engine = Engine(
         small_definition(cadence=1),
         store,
-        session=SessionHours(),
+        timetable=ExchangeTimetable(),
         clock=lambda: time.time() - shift,
     )
     await engine.start()

@@ -72,13 +72,13 @@ def test_kill_9_and_restart_serves_the_last_published_value(
         wait_for(f"{base}/v1/indices/IMOEX", lambda body: body["seq"] >= 1)
         posted = httpx.post(
             f"{base}/v1/ticks",
-            json=[{"secid": "SBER", "price": 300.0}, {"secid": "GAZP", "price": 200.0}],
+            json=[{"secid": "SBER", "price": 260.0}, {"secid": "GAZP", "price": 180.0}],
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
         assert posted.json()["accepted"] == 2
         moved = wait_for(
             f"{base}/v1/indices/IMOEX/constituents",
-            lambda body: {c["secid"]: c["price"] for c in body["constituents"]}["SBER"] == 300.0,
+            lambda body: {c["secid"]: c["price"] for c in body["constituents"]}["SBER"] == 260.0,
         )
         time.sleep(1.5)  # at least one more publication after the ticks
         before = wait_for(f"{base}/v1/indices/IMOEX", lambda body: body["seq"] > moved["seq"])
@@ -99,7 +99,7 @@ def test_kill_9_and_restart_serves_the_last_published_value(
             c["secid"]: c["price"]
             for c in httpx.get(f"{base}/v1/indices/IMOEX/constituents").json()["constituents"]
         }
-        assert prices["SBER"] == 300.0 and prices["GAZP"] == 200.0
+        assert prices["SBER"] == 260.0 and prices["GAZP"] == 180.0
     finally:
         second.terminate()
         second.wait(10)

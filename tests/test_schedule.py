@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 
 import pytest
 
 from streaming.errors import ConfigError
 from streaming.methodology.schedule import (
-    AlwaysOpen,
-    SessionHours,
     grid_instant_at_or_before,
     iso_utc,
     next_grid_instant,
@@ -34,26 +32,6 @@ def test_bad_cadence(bad: float) -> None:
 
 def test_good_cadences() -> None:
     assert [validate_cadence(c) for c in (1, 5, 15, 60, 15.0)] == [1, 5, 15, 60, 15]
-
-
-def test_moex_session_hours_in_moscow_time() -> None:
-    session = SessionHours()
-    friday = datetime(2026, 11, 20, tzinfo=UTC)
-    assert not session.is_open(friday.replace(hour=6, minute=59, second=59))  # 09:59:59 MSK
-    assert session.is_open(friday.replace(hour=7))  # 10:00:00 MSK
-    assert session.is_open(friday.replace(hour=15, minute=50))  # 18:50:00 MSK, the close
-    assert not session.is_open(friday.replace(hour=15, minute=50, second=15))
-    saturday = datetime(2026, 11, 21, 9, tzinfo=UTC)
-    assert not session.is_open(saturday)
-    assert session.trading_day(datetime(2026, 11, 20, 22, tzinfo=UTC)).isoformat() == "2026-11-21"
-    assert AlwaysOpen().is_open(saturday)
-
-
-def test_session_hours_are_configuration() -> None:
-    later = SessionHours(close=time(19, 0))
-    assert later.is_open(datetime(2026, 11, 20, 15, 55, tzinfo=UTC))
-    with pytest.raises(ConfigError, match="close"):
-        SessionHours(open=time(19, 0), close=time(10, 0))
 
 
 def test_iso_utc() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streaming.errors import ConfigError
-from streaming.methodology.schedule import AlwaysOpen, SessionHours
+from streaming.methodology.timetable import AroundTheClock, ExchangeTimetable
 from streaming.serve import assemble
 from streaming.settings import Settings
 from streaming.sources.replay import ReplaySource
@@ -26,7 +26,7 @@ def test_embedded_default() -> None:
     engine = parts.engine
     assert isinstance(engine.store, MemoryStore)
     assert [type(s) for s in engine.sources] == [SimulatorSource]
-    assert isinstance(engine.session, AlwaysOpen)
+    assert isinstance(engine.timetable, AroundTheClock)
     assert engine.cadence == 15
     assert parts.family.codes == ("IMOEX", "RTSI")
     assert (parts.token, parts.token_generated) == ("a-test-token-0123456789", False)
@@ -47,7 +47,7 @@ def test_each_setting_picks_its_part(tmp_path: Path) -> None:
     engine = parts.engine
     assert isinstance(engine.store, RedisStore)  # not opened: nothing listens on port 1
     assert [type(s) for s in engine.sources] == [ReplaySource]
-    assert isinstance(engine.session, SessionHours)
+    assert isinstance(engine.timetable, ExchangeTimetable)
     assert engine.cadence == 5
     assert engine.fx_rate == 95.5
     assert assemble(Settings(feed="none")).engine.sources == ()

@@ -6,15 +6,19 @@ from __future__ import annotations
 import math
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from streaming.errors import ConfigError
 from streaming.methodology.base import Constituent, IndexBase, load_base_csv
 from streaming.methodology.calculator import IndexSpec
+from streaming.methodology.calendar import DEFAULT_CALENDAR, ExchangeCalendar, load_calendar
 from streaming.methodology.fx import FxSettings, parse_fx_settings
-from streaming.methodology.schedule import SessionHours, parse_clock, validate_cadence
+from streaming.methodology.guard import PriceGuard
+from streaming.methodology.phases import AuctionPolicy, SessionSpec, parse_auction_policy
+from streaming.methodology.schedule import validate_cadence
+from streaming.methodology.timetable import ExchangeTimetable
 
 DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "data" / "imoex.toml"
 
@@ -29,11 +33,13 @@ _TOP_KEYS = {
     "profile",
     "capping",
     "fx",
+    "calendar",
+    "auction_policy",
+    "guard",
 }
-_FAMILY_KEYS = {"name", "definitions", "fx_rate", "cadence_seconds", "fx"}
+_FAMILY_KEYS = {"name", "definitions", "fx_rate", "cadence_seconds", "fx", "guard"}
 _CAPPING_KEYS = {"issuer_cap", "top_cap", "top_n"}
 PROFILES = ("main", "extended")
-_SESSION_KEYS = {"open", "close", "utc_offset_hours", "weekdays_only"}
 _INDEX_KEYS = {"code", "currency", "divisor"}
 
 
@@ -46,12 +52,15 @@ class IndexDefinition:
     indices: tuple[IndexSpec, ...]
     fx_rate: float | None
     cadence_seconds: int
-    session: SessionHours
+    session: SessionSpec
     effective_date: date | None = None
     source: str = "<memory>"
     profile: str = "main"  # which trades move it: main session only, or every session
     capping: dict[str, float] = field(default_factory=dict)  # issuer_cap, top_cap, top_n
     fx: FxSettings | None = None  # the [fx] table: which rule turns FX input into steps
+    calendar: ExchangeCalendar = field(default_factory=ExchangeCalendar)
+    auction_policy: AuctionPolicy = AuctionPolicy.PAUSE  # closing auction: pause or indicative
+    guard: dict[str, Any] = field(default_factory=dict)  # the [guard] table; empty: no guard
     codes: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,24 +123,16 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
         _expect(data.get("cadence_seconds", 15), (int, float), "cadence_seconds", source)
     )
 
-    session_data = _expect(data.get("session", {}), dict, "session", source)
-    _unknown(set(session_data), _SESSION_KEYS, "session.", source)
-    offset = _expect(
-        session_data.get("utc_offset_hours", 3), (int, float), "session.utc_offset_hours", source
+    session = SessionSpec.from_mapping(
+        _expect(data.get("session", {}), dict, "session", source), source
     )
-    session = SessionHours(
-        open=parse_clock(
-            _expect(session_data.get("open", "10:00"), str, "session.open", source), "session.open"
-        ),
-        close=parse_clock(
-            _expect(session_data.get("close", "18:50"), str, "session.close", source),
-            "session.close",
-        ),
-        utc_offset=timedelta(hours=offset),
-        weekdays_only=_expect(
-            session_data.get("weekdays_only", True), bool, "session.weekdays_only", source
-        ),
-    )
+    calendar_path = data.get("calendar")
+    if calendar_path is None:
+        calendar = load_calendar(DEFAULT_CALENDAR)
+    else:
+        relative = Path(_expect(calendar_path, str, "calendar", source))
+        calendar = load_calendar(relative if relative.is_absolute() else directory / relative)
+    auction_policy = parse_auction_policy(data.get("auction_policy", "pause"), source=source)
 
     raw_indices = _expect(data.get("index", []), list, "index", source)
     if not raw_indices:
@@ -183,6 +184,9 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
     return IndexDefinition(
         name=str(data.get("name", specs[0].code)),
         fx=parse_fx_settings(fx_table, source) if fx_table else None,
+        calendar=calendar,
+        auction_policy=auction_policy,
+        guard=_guard_table(data, source),
         profile=profile,
         capping=capping,
         base=base,
@@ -193,6 +197,14 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
         effective_date=effective,
         source=source,
     )
+
+
+def _guard_table(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The [guard] table, validated now so a bad one fails at load time."""
+    table = _expect(data.get("guard", {}), dict, "guard", source)
+    if table:
+        PriceGuard.from_mapping(table, source)
+    return dict(table)
 
 
 def read_toml(file: Path, what: str) -> dict[str, Any]:
@@ -221,6 +233,7 @@ class Family:
     fx_rate: float | None
     source: str = "<memory>"
     fx: FxSettings | None = None
+    guard: dict[str, Any] = field(default_factory=dict)  # the price guard's settings
     indices: tuple[IndexSpec, ...] = field(init=False)
     codes: tuple[str, ...] = field(init=False)
 
@@ -252,12 +265,18 @@ class Family:
             definition.fx_rate,
             definition.source,
             definition.fx,
+            definition.guard,
         )
 
     @property
-    def session(self) -> SessionHours:
-        """The main session hours (from the first definition)."""
+    def session(self) -> SessionSpec:
+        """The exchange timetable (from the first definition)."""
         return self.definitions[0].session
+
+    def timetable(self) -> ExchangeTimetable:
+        """Sessions, auctions and trading days as the first definition configures them."""
+        first = self.definitions[0]
+        return ExchangeTimetable(first.session, first.calendar, first.auction_policy)
 
     def universe(self) -> IndexBase:
         """Every line of every definition once (the first definition's entry wins)."""
@@ -319,4 +338,5 @@ def load_family(path: str | Path = DEFAULT_DEFINITION) -> Family:
         fx_rate=fx_rate,
         source=source,
         fx=fx or next((d.fx for d in definitions if d.fx is not None), None),
+        guard=_guard_table(data, source) or next((d.guard for d in definitions if d.guard), {}),
     )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, timezone
-from typing import Protocol
+from datetime import UTC, datetime, time, timedelta, timezone
 
 from streaming.errors import ConfigError
 
@@ -49,60 +47,6 @@ def iso_utc(moment: datetime) -> str:
     """ISO 8601 in UTC with a Z, millisecond precision."""
     text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
-
-
-class Session(Protocol):
-    """Whether the index is published at a moment."""
-
-    @property
-    def name(self) -> str: ...
-
-    def is_open(self, moment: datetime) -> bool: ...
-
-    def trading_day(self, moment: datetime) -> date: ...
-
-
-@dataclass(frozen=True, slots=True)
-class AlwaysOpen:
-    """Publish around the clock (the embedded demo)."""
-
-    utc_offset: timedelta = timedelta(hours=3)
-    name: str = "always"
-
-    def is_open(self, moment: datetime) -> bool:
-        return True
-
-    def trading_day(self, moment: datetime) -> date:
-        return (moment.astimezone(UTC) + self.utc_offset).date()
-
-
-@dataclass(frozen=True, slots=True)
-class SessionHours:
-    """The main session in exchange local time (Moscow, UTC+3 by default), both ends included."""
-
-    open: time = time(10, 0)
-    close: time = time(18, 50)
-    utc_offset: timedelta = timedelta(hours=3)
-    weekdays_only: bool = True
-    name: str = "moex"
-
-    def __post_init__(self) -> None:
-        if self.open >= self.close:
-            raise ConfigError(
-                "session.close", f"must be after open ({self.open}), got {self.close}"
-            )
-
-    def local(self, moment: datetime) -> datetime:
-        return moment.astimezone(timezone(self.utc_offset))
-
-    def is_open(self, moment: datetime) -> bool:
-        local = self.local(moment)
-        if self.weekdays_only and local.weekday() >= 5:
-            return False
-        return self.open <= local.time().replace(tzinfo=None) <= self.close
-
-    def trading_day(self, moment: datetime) -> date:
-        return self.local(moment).date()
 
 
 def parse_clock(text: str, key: str) -> time:
