@@ -175,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="always: publish around the clock (default); moex: only 10:00-18:50 Moscow time "
         "on weekdays (hours from the definition)",
     )
-    s.add_argument("--definition", help="index definition TOML (default: shipped IMOEX/RTSI)")
+    s.add_argument(
+        "--definition",
+        help="index definition or family TOML (default: the shipped family: IMOEX, RTSI, "
+        "MOEXBC, MOEX10, MOEXOG, BANKS)",
+    )
     s.add_argument("--fx", type=_positive, help="USD/RUB rate for RTSI (default: definition's)")
     s.add_argument("--seed", type=int, help="simulator seed (default 1)")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")

@@ -10,7 +10,7 @@ import uvicorn
 
 from streaming.engine import Engine
 from streaming.methodology.calculator import Calculator
-from streaming.methodology.definition import DEFAULT_DEFINITION, Family, load_family
+from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
 from streaming.methodology.timetable import AroundTheClock, Timetable
 from streaming.settings import Settings, ingest_token
 from streaming.sources import TickSource
@@ -52,7 +52,7 @@ def make_timetable(settings: Settings, family: Family) -> Timetable:
 
 def assemble(settings: Settings) -> Assembly:
     """Build the family, store, sources and engine from settings."""
-    family = load_family(settings.definition or DEFAULT_DEFINITION)
+    family = load_family(settings.definition or DEFAULT_FAMILY)
     store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
     engine = Engine(
         family,

@@ -140,3 +140,60 @@ def test_family_file(tmp_path: Path) -> None:
 
 def test_small_base_family_of_one_matches_factories() -> None:
     assert Family.of(small_definition()).universe().constituents == SMALL_BASE.constituents
+
+
+def test_the_shipped_family() -> None:
+    shipped = load_family()
+    assert shipped.codes == ("IMOEX", "RTSI", "MOEXBC", "MOEX10", "MOEXOG", "BANKS", "BANKSUSD")
+    engine = Engine(shipped, MemoryStore())
+    calc = engine.calculator
+    values = engine.values()
+    # Each index with a base_value is worth exactly that at the reference prices.
+    for code, level in [("MOEXBC", 1e4), ("MOEX10", 1e3), ("MOEXOG", 1e4), ("BANKS", 1e3)]:
+        assert values[code] == pytest.approx(level, rel=1e-12)
+    assert values["BANKSUSD"] == pytest.approx(1e3, rel=1e-12)
+    # Capped: no issuer above its cap at the reference prices; equal: 10 % each.
+    for name, cap in [("MOEXBC", 0.20), ("MOEXOG", 0.15), ("BANKS", 0.40)]:
+        group = calc.group_index(name)
+        base = calc.groups[group].base
+        per_issuer: dict[str, float] = {}
+        for line, weight in zip(base.constituents, calc.weights(group).tolist(), strict=True):
+            per_issuer[line.issuer] = per_issuer.get(line.issuer, 0.0) + weight
+        assert max(per_issuer.values()) <= 100 * cap * (1 + 1e-6)
+        assert max(per_issuer.values()) == pytest.approx(100 * cap, rel=1e-5)  # the cap binds
+    assert calc.weights(calc.group_index("MOEX10")).tolist() == pytest.approx([10.0] * 10)
+    # One tick updates every index holding the line, and only those.
+    sber = float(calc.prices[0, calc.position["SBER"]])
+    engine.submit([Tick("SBER", sber * 1.01, datetime.now(UTC))])
+    moved = {code for code, value in engine.values().items() if value != values[code]}
+    assert moved == {"IMOEX", "RTSI", "MOEXBC", "MOEX10", "BANKS", "BANKSUSD"}
+
+
+def test_equal_weight_formula_is_moex10s() -> None:
+    shipped = load_family()
+    engine = Engine(shipped, MemoryStore())
+    calc = engine.calculator
+    members = shipped.definition_of("MOEX10").base.secids
+    start = {s: float(calc.prices[0, calc.position[s]]) for s in members}
+    rng = np.random.default_rng(5)
+    moves = {s: float(rng.uniform(0.9, 1.1)) for s in members}
+    engine.submit([Tick(s, start[s] * moves[s], datetime.now(UTC)) for s in members])
+    # I = (k/10) · Σ P_i / P_i0 with k/10 = 1000/10 at the start: 100 · Σ moves
+    assert engine.values()["MOEX10"] == pytest.approx(100 * sum(moves.values()), rel=1e-12)
+
+
+def test_definition_errors_for_lines_weighting_and_base_value(tmp_path: Path) -> None:
+    (tmp_path / "base.csv").write_text("secids,issue_size_index,waprice\nA,500,10\nB,100,20\n")
+    cases = [
+        ('lines = ["A", "Z"]\n', "lines"),
+        ('weighting = "random"\n', "weighting"),
+        ('[[index]]\ncode = "X"\n', "index[0].divisor"),
+        ('[[index]]\ncode = "X"\nbase_value = -1\n', "index[0].base_value"),
+    ]
+    for extra, key in cases:
+        index = "" if "[[index]]" in extra else '[[index]]\ncode = "X"\ndivisor = 1.0\n'
+        path = tmp_path / "d.toml"
+        path.write_text(f'name = "d"\nbase = "base.csv"\n{extra}{index}')
+        with pytest.raises(ConfigError) as caught:
+            load_family(path)
+        assert caught.value.key == key, extra

@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from streaming.errors import ConfigError
+from streaming.errors import ConfigError, IndexTickerError
 from streaming.methodology.base import Constituent, IndexBase, load_base_csv
 from streaming.methodology.calculator import IndexSpec
 from streaming.methodology.calendar import DEFAULT_CALENDAR, ExchangeCalendar, load_calendar
@@ -19,8 +19,11 @@ from streaming.methodology.guard import PriceGuard
 from streaming.methodology.phases import AuctionPolicy, SessionSpec, parse_auction_policy
 from streaming.methodology.schedule import validate_cadence
 from streaming.methodology.timetable import ExchangeTimetable
+from streaming.methodology.weighting import select_lines, weighted_base
 
-DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "data" / "imoex.toml"
+DATA = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DEFINITION = DATA / "imoex.toml"  # IMOEX and RTSI
+DEFAULT_FAMILY = DATA / "family.toml"  # IMOEX, RTSI and the rest of the shipped family
 
 _TOP_KEYS = {
     "name",
@@ -36,11 +39,13 @@ _TOP_KEYS = {
     "calendar",
     "auction_policy",
     "guard",
+    "lines",
+    "weighting",
 }
 _FAMILY_KEYS = {"name", "definitions", "fx_rate", "cadence_seconds", "fx", "guard"}
 _CAPPING_KEYS = {"issuer_cap", "top_cap", "top_n"}
 PROFILES = ("main", "extended")
-_INDEX_KEYS = {"code", "currency", "divisor"}
+_INDEX_KEYS = {"code", "currency", "divisor", "base_value"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +143,17 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
     if not raw_indices:
         raise ConfigError("index", "at least one [[index]] table is needed", source)
     specs = []
+    base_values: dict[str, float] = {}
     for n, raw in enumerate(raw_indices):
         prefix = f"index[{n}]."
         _expect(raw, dict, f"index[{n}]", source)
         _unknown(set(raw), _INDEX_KEYS, prefix, source)
-        for key in ("code", "divisor"):
-            if key not in raw:
-                raise ConfigError(prefix + key, "missing", source)
+        if "code" not in raw:
+            raise ConfigError(prefix + "code", "missing", source)
+        if ("divisor" in raw) == ("base_value" in raw):
+            raise ConfigError(
+                prefix + "divisor", "give divisor or base_value (one of them)", source
+            )
         code = _expect(raw["code"], str, prefix + "code", source).strip()
         if not code:
             raise ConfigError(prefix + "code", "empty", source)
@@ -153,13 +162,19 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
                 IndexSpec(
                     code=code,
                     currency=_expect(raw.get("currency", "RUB"), str, prefix + "currency", source),
+                    # With base_value the real divisor is set once the base is weighted.
                     divisor=float(
-                        _expect(raw["divisor"], (int, float), prefix + "divisor", source)
+                        _expect(raw.get("divisor", 1.0), (int, float), prefix + "divisor", source)
                     ),
                 )
             )
         except ConfigError as error:
             raise ConfigError(prefix + error.key.split(".")[-1], error.reason, source) from None
+        if "base_value" in raw:
+            value = float(_expect(raw["base_value"], (int, float), prefix + "base_value", source))
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(prefix + "base_value", f"must be positive, got {value!r}", source)
+            base_values[code] = value
 
     effective = data.get("effective_date")
     if effective is not None and not isinstance(effective, date):
@@ -179,6 +194,19 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
         if not (math.isfinite(number) and number > 0):
             raise ConfigError(f"capping.{key}", f"must be positive, got {value!r}", source)
         capping[key] = number
+    if "lines" in data:
+        names = _expect(data["lines"], list, "lines", source)
+        base = select_lines(base, [str(_expect(n, str, "lines", source)) for n in names], source)
+    weighting = _expect(data.get("weighting", "given"), str, "weighting", source)
+    try:
+        base = weighted_base(base, weighting, capping)
+    except ConfigError as error:
+        raise ConfigError(error.key, error.reason, source) from None
+    except IndexTickerError as error:
+        raise ConfigError("capping", str(error), source) from None
+    specs = [
+        _with_base_value(spec, base_values.get(spec.code), base, fx_rate, source) for spec in specs
+    ]
 
     fx_table = _expect(data.get("fx", {}), dict, "fx", source)
     return IndexDefinition(
@@ -197,6 +225,27 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
         effective_date=effective,
         source=source,
     )
+
+
+def _with_base_value(
+    spec: IndexSpec, base_value: float | None, base: IndexBase, fx_rate: float | None, source: str
+) -> IndexSpec:
+    """The index with the divisor that makes it worth base_value at the reference prices."""
+    if base_value is None:
+        return spec
+    missing = [c.secid for c in base.constituents if c.reference_price is None]
+    if missing:
+        raise ConfigError("base_value", f"needs reference prices; none for {missing[0]}", source)
+    capitalization = math.fsum(
+        c.index_shares * (c.reference_price or 0.0) for c in base.constituents
+    )
+    if spec.currency == "USD":
+        if fx_rate is None:
+            raise ConfigError(
+                "fx_rate", f"{spec.code} has a base_value in USD: set fx_rate", source
+            )
+        capitalization /= fx_rate
+    return IndexSpec(spec.code, spec.currency, capitalization / base_value)
 
 
 def _guard_table(data: dict[str, Any], source: str) -> dict[str, Any]:
@@ -298,7 +347,7 @@ class Family:
         raise KeyError(code)
 
 
-def load_family(path: str | Path = DEFAULT_DEFINITION) -> Family:
+def load_family(path: str | Path = DEFAULT_FAMILY) -> Family:
     """Load a family file (a list of definition files) or a single definition file."""
     file = Path(path)
     data = read_toml(file, "definition")
