@@ -4,6 +4,7 @@ general-purpose optimizer, and the shipped IMOEX base."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,7 +95,7 @@ def check_properties(
     order = np.lexsort((np.arange(m), -s))
     w_sorted = w[order]
     assert np.all(w_sorted[1:] <= w_sorted[:-1] * (1 + EXACT))
-    for a, b in zip(order[:-1], order[1:], strict=True):
+    for a, b in itertools.pairwise(order):
         if s[a] == s[b]:
             assert math.isclose(w[a], w[b], rel_tol=EXACT)
 
