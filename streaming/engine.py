@@ -40,6 +40,7 @@ from streaming.methodology.schedule import (
     validate_cadence,
 )
 from streaming.methodology.timetable import AroundTheClock, Timetable
+from streaming.methodology.weighting import weighted_base
 from streaming.publication import EngineState, Publication
 from streaming.sources import TickSource
 from streaming.store.base import Store
@@ -440,6 +441,27 @@ class Engine:
             change.reason,
         )
         return change.as_dict()
+
+    def rebalance(
+        self, name: str, effective: datetime | None = None, reason: str = "rebalancing"
+    ) -> dict[str, Any]:
+        """Schedule a base with the definition's weighting (capped or equal) recomputed at the
+        current prices, taking effect with a continuity divisor (default: at the next step)."""
+        if name not in self.calculator.group_position:
+            raise ConfigError("definition", f"unknown definition {name!r}")
+        group = self.calculator.group_index(name)
+        definition = self.family.definitions[group]
+        if definition.weighting == "given":
+            raise ConfigError(
+                "weighting", f"{name} takes its weights from its base file: post a new base"
+            )
+        base = self.calculator.groups[group].base
+        prices = self.calculator.group_prices(group)
+        current = {s: float(prices[self.calculator.position[s]]) for s in base.secids}
+        new = weighted_base(base, definition.weighting, definition.capping, current)
+        moment = effective or utc_from_epoch(self.clock())
+        change = BaseChange(name, new, moment, reason)
+        return self.schedule_base_change(change, DivisorPolicy.CONTINUITY)
 
     def apply_due_base_changes(self, epoch: float) -> None:
         """Swap in every base whose moment has come, with continuity (or official) divisors."""

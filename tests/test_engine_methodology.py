@@ -225,3 +225,29 @@ async def test_no_fx_means_no_dollar_value() -> None:
     published = await engine.publish(msk(12, 0).timestamp())
     assert [p.code for p in published] == ["IMOEX"]
     assert engine.fx_status().missing
+
+
+async def test_equal_weight_rebalancing_keeps_the_value_and_restores_equal_weights() -> None:
+    from streaming.methodology.definition import load_family
+
+    clock = [msk(12, 0)]
+    engine = Engine(load_family(), MemoryStore(), clock=lambda: clock[0].timestamp())
+    calc = engine.calculator
+    group = calc.group_index("MOEX10")
+    members = calc.groups[group].base.secids
+    engine.submit(
+        [
+            Tick(s, float(calc.prices[0, calc.position[s]]) * (1 + 0.02 * n), msk(12, 0))
+            for n, s in enumerate(members)
+        ]
+    )
+    drifted = calc.weights(group)
+    assert drifted.max() - drifted.min() > 1.0  # no longer equal
+    before = {p.code: p.value for p in await engine.publish(msk(12, 0).timestamp())}
+    engine.rebalance("MOEX10")
+    clock[0] = msk(12, 0, 15)
+    after = {p.code: p.value for p in await engine.publish(msk(12, 0, 15).timestamp())}
+    assert after["MOEX10"] == pytest.approx(before["MOEX10"], rel=1e-12)
+    assert calc.weights(group).tolist() == pytest.approx([10.0] * 10)
+    with pytest.raises(Exception, match="base file"):
+        engine.rebalance("IMOEX")

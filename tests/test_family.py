@@ -144,7 +144,9 @@ def test_small_base_family_of_one_matches_factories() -> None:
 
 def test_the_shipped_family() -> None:
     shipped = load_family()
-    assert shipped.codes == ("IMOEX", "RTSI", "MOEXBC", "MOEX10", "MOEXOG", "BANKS", "BANKSUSD")
+    assert shipped.codes == (
+        "IMOEX", "RTSI", "IMOEX2", "MOEXBC", "MOEX10", "MOEXOG", "BANKS", "BANKSUSD"
+    )
     engine = Engine(shipped, MemoryStore())
     calc = engine.calculator
     values = engine.values()
@@ -166,7 +168,7 @@ def test_the_shipped_family() -> None:
     sber = float(calc.prices[0, calc.position["SBER"]])
     engine.submit([Tick("SBER", sber * 1.01, datetime.now(UTC))])
     moved = {code for code, value in engine.values().items() if value != values[code]}
-    assert moved == {"IMOEX", "RTSI", "MOEXBC", "MOEX10", "BANKS", "BANKSUSD"}
+    assert moved == {"IMOEX", "RTSI", "IMOEX2", "MOEXBC", "MOEX10", "BANKS", "BANKSUSD"}
 
 
 def test_equal_weight_formula_is_moex10s() -> None:

@@ -66,6 +66,7 @@ class IndexDefinition:
     calendar: ExchangeCalendar = field(default_factory=ExchangeCalendar)
     auction_policy: AuctionPolicy = AuctionPolicy.PAUSE  # closing auction: pause or indicative
     guard: dict[str, Any] = field(default_factory=dict)  # the [guard] table; empty: no guard
+    weighting: str = "given"  # given | capped | equal: how index shares are (re)computed
     codes: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -215,6 +216,7 @@ def _parse_definition(data: dict[str, Any], source: str, directory: Path) -> Ind
         calendar=calendar,
         auction_policy=auction_policy,
         guard=_guard_table(data, source),
+        weighting=weighting,
         profile=profile,
         capping=capping,
         base=base,
