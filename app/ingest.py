@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -144,5 +144,24 @@ async def post_ticks(
     ticks, rejections = await run_in_threadpool(
         _validate, body, services.max_ticks_per_request, engine.known_secids, received
     )
-    accepted = engine.submit(ticks) if ticks else 0
-    return {"accepted": accepted, "rejected": [r.as_dict() for r in rejections]}
+    report = engine.submit_report(ticks)
+    # The engine numbers the valid ticks it was given; the client knows its own body positions.
+    positions = body_positions(len(ticks) + len(rejections), rejections)
+    return {
+        "accepted": report.applied,
+        "rejected": [r.as_dict() for r in rejections],
+        "held": [_guarded(positions, *entry) for entry in report.held],
+        "discarded": [_guarded(positions, *entry) for entry in report.discarded],
+    }
+
+
+def body_positions(batch_size: int, rejections: Sequence[Rejection]) -> list[int]:
+    """Body position of each valid tick, in the order the valid ticks were kept."""
+    refused = {rejection.index for rejection in rejections}
+    return [position for position in range(batch_size) if position not in refused]
+
+
+def _guarded(positions: Sequence[int], position: int, secid: str, reason: str) -> dict[str, Any]:
+    # A position outside this batch is a tick held back by an earlier request: no body index.
+    index = positions[position] if 0 <= position < len(positions) else None
+    return {"index": index, "secid": secid, "reason": reason}

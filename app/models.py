@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 from streaming.methodology.calculator import IndexSpec
 from streaming.publication import Publication
@@ -26,6 +26,17 @@ class IndexValue(BaseModel):
     capitalization: float | None = Field(description="roubles")
     divisor: float | None
     fx_rate: float | None = Field(description="roubles per dollar, USD indices only")
+    fx_source: str | None = Field(
+        None, description="where the FX rate came from, e.g. 'cbr:2026-11-21', 'api', 'config'"
+    )
+    fx_effective: str | None = Field(
+        None, description="ISO 8601 UTC moment the FX rate took effect"
+    )
+    fx_stale: bool = Field(False, description="the FX rate is older than its maximum age")
+    kind: str | None = Field(
+        None, description="intraday, indicative (auction, not tradable) or close (official)"
+    )
+    close: bool | None = Field(None, description="true for the official close")
 
 
 class Constituent(BaseModel):
@@ -60,9 +71,58 @@ class History(BaseModel):
 class IngestResult(BaseModel):
     """What happened to a batch of ticks."""
 
-    accepted: int = Field(description="ticks applied to the index state")
+    accepted: int = Field(description="ticks applied to the index state (FX ticks included)")
     rejected: list[dict[str, Any]] = Field(
         description="one {index, field, reason} per refused tick, index = position in the batch"
+    )
+    held: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="one {index, secid, reason} per tick the price guard keeps back until a"
+        " further tick confirms it",
+    )
+    discarded: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="one {index, secid, reason} per tick of this batch dropped by the price guard",
+    )
+
+
+class BaseChangeRequest(BaseModel):
+    """A new base for one index definition and the moment it takes effect."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    definition: str = Field(description="name of the index definition", examples=["IMOEX"])
+    base_csv: str = Field(
+        description="the new base as CSV text in the ISS analytics layout (secids, issuer,"
+        " issue_size_total, ff_factor, w_factor or issue_size_index, waprice)"
+    )
+    effective: str = Field(
+        description="YYYY-MM-DD: the start of that day in exchange local time; or an ISO 8601"
+        " moment (no offset = UTC) for an extraordinary change",
+        examples=["2026-12-18", "2026-12-17T10:30:00+03:00"],
+    )
+    reason: str = Field("quarterly review", description="why the base changes")
+    official_divisors: dict[str, StrictFloat] | None = Field(
+        None, description="divisors published by the exchange for the new base, per index code"
+    )
+    divisor_policy: str | None = Field(
+        None,
+        description="'official' adopts a published divisor, 'continuity' always the computed"
+        " one; default: the engine's",
+        examples=["continuity"],
+    )
+
+
+class FxResult(BaseModel):
+    """What happened to a batch of FX updates."""
+
+    accepted: list[dict[str, Any]] = Field(
+        description="one step per update the schedule holds: rate (roubles per dollar),"
+        " effective_from, source, published_at (UTC), outcome and the index in the batch"
+    )
+    rejected: list[dict[str, Any]] = Field(
+        description="one {index, field, reason} per update refused, by validation or by the"
+        " schedule (then with its outcome)"
     )
 
 

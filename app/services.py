@@ -30,6 +30,7 @@ class Services:
     max_ticks_per_request: int = 100_000
     ws_max_message_bytes: int = 64 * 1024  # one incoming WebSocket message, bytes
     ws_max_subscriptions: int = 64  # index codes per WebSocket connection
+    admin_token: str | None = None  # None: the admin endpoints answer 503
 
     def __post_init__(self) -> None:
         if isinstance(self.definition, IndexDefinition):
@@ -44,6 +45,9 @@ class Services:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        if self.admin_token and self.admin_token == self.ingest_token:
+            # One shared secret would let every tick feeder reschedule bases.
+            raise ConfigError("admin_token", "must differ from the ingest token")
 
     @property
     def family(self) -> Family:

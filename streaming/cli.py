@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import logging
 import sys
@@ -113,10 +114,18 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_fit_base(argv: list[str]) -> int:
-    from streaming.fitbase import main as fit_main
+# Subcommands with parsers of their own: name -> (module, help).
+DELEGATED = {
+    "fit-base": ("streaming.fitbase", "fit an index base from MOEX end-of-day files"),
+    "weights": ("streaming.weights", "weight-limiting coefficients W of a base (issuer/top caps)"),
+    "admin": ("streaming.admin_client", "schedule base changes, post FX, show bases (admin API)"),
+}
 
-    return fit_main(argv)
+
+def run_delegated(name: str, argv: list[str]) -> int:
+    module = importlib.import_module(DELEGATED[name][0])
+    code: int = module.main(argv)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,19 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
     s.add_argument("--config", help="settings TOML file; flags given here override it")
 
-    commands.add_parser(
-        "fit-base",
-        help="fit an index base from MOEX end-of-day files (see fit-base --help)",
-        add_help=False,
-    )
+    for name, (_, text) in DELEGATED.items():
+        commands.add_parser(name, help=f"{text} (see {name} --help)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["fit-base"]:
-        return run_fit_base(arguments[1:])
+    if arguments[:1] and arguments[0] in DELEGATED:
+        return run_delegated(arguments[0], arguments[1:])
     args = build_parser().parse_args(arguments)
     try:
         if args.command == "compute":

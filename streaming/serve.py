@@ -12,7 +12,7 @@ from streaming.engine import Engine
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
 from streaming.methodology.timetable import AroundTheClock, Timetable
-from streaming.settings import Settings, ingest_token
+from streaming.settings import Settings, admin_token, ingest_token
 from streaming.sources import TickSource
 from streaming.sources.replay import ReplaySource
 from streaming.sources.simulator import SimulatorSettings, SimulatorSource
@@ -29,6 +29,7 @@ class Assembly:
     engine: Engine
     token: str
     token_generated: bool
+    admin_token: str | None
 
 
 def make_sources(settings: Settings, family: Family) -> list[TickSource]:
@@ -63,7 +64,7 @@ def assemble(settings: Settings) -> Assembly:
         fx_rate=settings.fx_rate,
     )
     token, generated = ingest_token()
-    return Assembly(family, engine, token, generated)
+    return Assembly(family, engine, token, generated, admin_token())
 
 
 def serve(settings: Settings) -> None:
@@ -82,6 +83,7 @@ def serve(settings: Settings) -> None:
             store=parts.engine.store,
             engine=parts.engine,
             ingest_token=parts.token,
+            admin_token=parts.admin_token,
             max_body_bytes=settings.max_body_bytes,
         )
     )

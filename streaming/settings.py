@@ -15,7 +15,7 @@ from streaming.methodology.schedule import validate_cadence
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
 
 TOKEN_ENV = "INDEX_TICKER_INGEST_TOKEN"
-TOKEN_FILE_ENV = "INDEX_TICKER_INGEST_TOKEN_FILE"
+ADMIN_TOKEN_ENV = "INDEX_TICKER_ADMIN_TOKEN"
 SESSIONS = ("always", "moex")
 
 
@@ -100,17 +100,32 @@ def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Se
         raise ConfigError(error.key, error.reason, str(file)) from None
 
 
+def secret(name: str) -> str | None:
+    """A secret from the environment variable NAME or the file named by NAME_FILE (at least 16
+    characters); None when neither is set."""
+    value = os.environ.get(name, "").strip()
+    file_name = f"{name}_FILE"
+    path = os.environ.get(file_name, "").strip()
+    if not value and path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(file_name, f"cannot read: {error.strerror}") from None
+    if not value:
+        return None
+    if len(value) < 16:
+        raise ConfigError(name, "must be at least 16 characters")
+    return value
+
+
 def ingest_token() -> tuple[str, bool]:
     """The ingest token from the environment (or a file it names); (token, was_generated)."""
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    token_file = os.environ.get(TOKEN_FILE_ENV, "").strip()
-    if not token and token_file:
-        try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
-        except OSError as error:
-            raise ConfigError(TOKEN_FILE_ENV, f"cannot read: {error.strerror}") from None
-    if token:
-        if len(token) < 16:
-            raise ConfigError(TOKEN_ENV, "must be at least 16 characters")
+    token = secret(TOKEN_ENV)
+    if token is not None:
         return token, False
     return secrets.token_urlsafe(24), True
+
+
+def admin_token() -> str | None:
+    """The admin token (INDEX_TICKER_ADMIN_TOKEN or _FILE); None leaves the admin API off."""
+    return secret(ADMIN_TOKEN_ENV)

@@ -15,6 +15,7 @@ from serving import (
     AUTH,
     TOKEN,
     RunningServer,
+    api_definition,
     by_hand,
     close_to,
     http_client,
@@ -24,6 +25,7 @@ from serving import (
 )
 
 from streaming.engine import Engine
+from streaming.methodology.guard import PriceGuard
 from streaming.store.memory import MemoryStore
 
 GRID = float(math.floor(time.time())) - 600
@@ -80,7 +82,7 @@ async def test_scheme_is_case_insensitive(served: Served) -> None:
     headers = {"Authorization": f"bearer {TOKEN}"}
     response = await client.post("/v1/ticks", json=[], headers=headers)
     assert response.status_code == 200
-    assert response.json() == {"accepted": 0, "rejected": []}
+    assert response.json() == {"accepted": 0, "rejected": [], "held": [], "discarded": []}
 
 
 async def test_empty_configured_token_refuses_every_request() -> None:
@@ -229,7 +231,7 @@ async def test_chunked_body_without_length_is_cut_off_while_reading(served: Serv
     assert engine.stats.ticks_applied == 0
     # The connection pool recovers: the next request is served normally.
     ok = await client.post("/v1/ticks", json=[{"secid": "AAAA", "price": 101.0}], headers=AUTH)
-    assert ok.json() == {"accepted": 1, "rejected": []}
+    assert ok.json() == {"accepted": 1, "rejected": [], "held": [], "discarded": []}
 
 
 async def test_content_length_over_the_limit_is_refused_before_the_body_arrives(
@@ -265,3 +267,50 @@ async def test_too_many_ticks_in_one_request(served: Served) -> None:
     assert engine.stats.ticks_applied == 0
     at_limit = await client.post("/v1/ticks", json=batch[:TICK_LIMIT], headers=AUTH)
     assert at_limit.json()["accepted"] == TICK_LIMIT
+
+
+async def test_held_and_discarded_ticks_are_reported_at_their_body_positions() -> None:
+    store = MemoryStore()
+    guarded = Engine(
+        api_definition(), store, cadence=1, grid=False, guard=PriceGuard(threshold=0.10)
+    )
+    async with running(make_app(store, guarded)) as server, http_client(server) as client:
+        first = await client.post(
+            "/v1/ticks",
+            json=[
+                {"secid": "AAAA", "price": -1},  # 0 refused
+                {"secid": "AAAA", "price": 150},  # 1 50 % off the last price: held
+                {"secid": "NOPE", "price": 1},  # 2 refused
+                {"secid": "BBBB", "price": 51},  # 3 applied
+            ],
+            headers=AUTH,
+        )
+        body = first.json()
+        assert body["accepted"] == 1
+        assert [r["index"] for r in body["rejected"]] == [0, 2]
+        assert [(h["index"], h["secid"]) for h in body["held"]] == [(1, "AAAA")]
+        assert body["held"][0]["reason"]
+        assert body["discarded"] == []
+
+        # Back near the last price: the tick held by the earlier request is dropped; it has no
+        # position in this body. Within one body, a held tick dropped later keeps its own.
+        second = await client.post(
+            "/v1/ticks",
+            json=[
+                {"secid": "BBBB", "price": 0},  # 0 refused
+                {"secid": "AAAA", "price": 100.5},  # 1 applied, drops the held 150
+                {"secid": "CCCC", "price": 600},  # 2 held
+                {"secid": "CCCC", "price": 401},  # 3 applied, drops the held 600
+            ],
+            headers=AUTH,
+        )
+        body = second.json()
+        assert body["accepted"] == 2
+        assert [(h["index"], h["secid"]) for h in body["held"]] == [(2, "CCCC")]
+        assert [(d["index"], d["secid"]) for d in body["discarded"]] == [
+            (None, "AAAA"),
+            (2, "CCCC"),
+        ]
+        publications = await server.call(lambda: guarded.publish(GRID))
+        imoex = next(p for p in publications if p.code == "IMOEX")
+        assert close_to(imoex.value, by_hand({"AAAA": 100.5, "BBBB": 51, "CCCC": 401})[0])

@@ -111,7 +111,9 @@ def test_negative_divisor_is_refused_by_the_parser(base_file: Path) -> None:
     assert done.returncode == 2 and "positive" in done.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["compute"], ["serve"], ["fit-base"]])
+@pytest.mark.parametrize(
+    "command", [[], ["compute"], ["serve"], ["fit-base"], ["weights"], ["admin"]]
+)
 def test_help_runs(command: list[str]) -> None:
     done = run(*command, "--help")
     assert done.returncode == 0, done.stderr
@@ -123,8 +125,8 @@ def test_every_option_has_help() -> None:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     checked = 0
     for name, sub in subparsers.choices.items():
-        if name == "fit-base":
-            continue  # its own parser, checked through test_help_runs
+        if name in ("fit-base", "weights", "admin"):
+            continue  # parsers of their own, checked through test_help_runs
         for action in sub._actions:
             if action.option_strings and "--help" not in action.option_strings:
                 assert action.help, f"{name} {action.option_strings} has no help"

@@ -145,7 +145,14 @@ def test_small_base_family_of_one_matches_factories() -> None:
 def test_the_shipped_family() -> None:
     shipped = load_family()
     assert shipped.codes == (
-        "IMOEX", "RTSI", "IMOEX2", "MOEXBC", "MOEX10", "MOEXOG", "BANKS", "BANKSUSD"
+        "IMOEX",
+        "RTSI",
+        "IMOEX2",
+        "MOEXBC",
+        "MOEX10",
+        "MOEXOG",
+        "BANKS",
+        "BANKSUSD",
     )
     engine = Engine(shipped, MemoryStore())
     calc = engine.calculator

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streaming.errors import ConfigError
-from streaming.settings import Settings, ingest_token, load_settings_file
+from streaming.settings import Settings, admin_token, ingest_token, load_settings_file
 
 
 def test_defaults_are_the_embedded_demo() -> None:
@@ -69,3 +69,11 @@ def test_ingest_token_from_env_file_or_generated(
     monkeypatch.setenv("INDEX_TICKER_INGEST_TOKEN", "short")
     with pytest.raises(ConfigError, match="16"):
         ingest_token()
+
+
+def test_admin_token_is_optional_and_separate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INDEX_TICKER_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("INDEX_TICKER_ADMIN_TOKEN_FILE", raising=False)
+    assert admin_token() is None
+    monkeypatch.setenv("INDEX_TICKER_ADMIN_TOKEN", "an-admin-token-0123456789")
+    assert admin_token() == "an-admin-token-0123456789"
