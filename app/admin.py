@@ -212,6 +212,66 @@ async def schedule_base(
     return scheduled
 
 
+def _engine_for_admin(services: Services, authorization: str | None) -> Engine:
+    check_admin(authorization, services.admin_token)
+    if services.engine is None:
+        raise ApiError(503, "this process serves the API only and runs no engine")
+    return services.engine
+
+
+@router.delete(
+    "/v1/admin/bases/{definition}/{effective}",
+    dependencies=[Depends(_bearer)],
+    responses=error_responses(
+        (401, "missing or malformed Authorization header"),
+        (403, "wrong token"),
+        (404, "unknown definition or no change scheduled at that moment"),
+        (503, "admin API disabled, or this process runs no engine"),
+    ),
+)
+async def cancel_base(
+    definition: str,
+    effective: str,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> dict[str, Any]:
+    """Cancel a scheduled base change (effective: the ISO 8601 UTC moment it was scheduled at)."""
+    engine = _engine_for_admin(services, authorization)
+    name = find_definition(engine.family, definition).name
+    moment = parse_effective(effective, engine.family)
+    try:
+        return {"cancelled": engine.cancel_base_change(name, moment)}
+    except ConfigError as error:
+        raise ApiError(404, str(error), field=error.key) from None
+
+
+@router.post(
+    "/v1/admin/rebalance/{definition}",
+    status_code=202,
+    dependencies=[Depends(_bearer)],
+    responses=error_responses(
+        (401, "missing or malformed Authorization header"),
+        (403, "wrong token"),
+        (404, "unknown definition"),
+        (422, "the definition takes its weights from its base file"),
+        (503, "admin API disabled, or this process runs no engine"),
+    ),
+)
+async def rebalance(
+    definition: str,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> dict[str, Any]:
+    """Recompute a capped or equal-weight index's shares at the current prices; the new base
+    takes effect at the next grid step with a continuity divisor (the value does not jump)."""
+    engine = _engine_for_admin(services, authorization)
+    name = find_definition(engine.family, definition).name
+    try:
+        return engine.rebalance(name)
+    except ConfigError as error:
+        raise _config_error(error) from None
+
+
 def view_from_state(family: Family, state: EngineState | None) -> dict[str, Any]:
     """The bases view of a process without an engine, from the state the engine saved: the
     same shape as Engine.bases_view()."""

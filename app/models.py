@@ -48,6 +48,10 @@ class Constituent(BaseModel):
     weight: float | None = Field(description="percent of the index capitalization, unrounded")
     index_shares: float = Field(description="Q·FF·W, shares that count in the index")
     last_tick_time: str | None = Field(description="ISO 8601 UTC of the last tick, null if none")
+    stale: bool = Field(
+        description="no trade for stale_after_seconds (or none yet): a suspended or quiet line"
+        " keeps its last price and shows here"
+    )
 
 
 class Constituents(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -65,6 +66,13 @@ def _tick_time(times: dict[str, float], secid: str) -> str | None:
     return iso_utc(utc_from_epoch(epoch))
 
 
+def _stale(times: dict[str, float], secid: str, after_seconds: int) -> bool:
+    epoch = times.get(secid)
+    if epoch is None or not math.isfinite(epoch):
+        return True
+    return time.time() - epoch > after_seconds
+
+
 def current_base(definition: IndexDefinition, state: EngineState | None) -> IndexBase:
     """The base in force: the one a base change saved in the state, else the definition's."""
     saved = state.bases.get(definition.name) if state is not None else None
@@ -124,6 +132,7 @@ async def get_constituents(code: str, services: ServicesDep) -> dict[str, Any]:
                 ),
                 "index_shares": line.index_shares,
                 "last_tick_time": _tick_time(times, line.secid),
+                "stale": _stale(times, line.secid, services.stale_after_seconds),
             }
             for line, price in lines
         ],

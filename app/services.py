@@ -30,6 +30,7 @@ class Services:
     max_ticks_per_request: int = 100_000
     ws_max_message_bytes: int = 64 * 1024  # one incoming WebSocket message, bytes
     ws_max_subscriptions: int = 64  # index codes per WebSocket connection
+    stale_after_seconds: int = 900  # a line with no trade for this long is flagged stale
     admin_token: str | None = None  # None: the admin endpoints answer 503
 
     def __post_init__(self) -> None:
@@ -41,6 +42,7 @@ class Services:
             "max_ticks_per_request",
             "ws_max_message_bytes",
             "ws_max_subscriptions",
+            "stale_after_seconds",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -73,6 +73,13 @@ class BaseBook:
         self.schedule.add(change)
         self._policies[(change.definition, change.effective)] = policy or self.default_policy
 
+    def cancel(self, definition: str, effective: datetime) -> BaseChange | None:
+        """Drop a pending change; None when none matches."""
+        change = self.schedule.remove(definition, effective)
+        if change is not None:
+            del self._policies[(definition, change.effective)]
+        return change
+
     def pop_due(self, now: datetime) -> list[tuple[BaseChange, DivisorPolicy]]:
         """Changes whose moment has come, earliest first, with their policies."""
         return [

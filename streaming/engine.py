@@ -442,6 +442,16 @@ class Engine:
         )
         return change.as_dict()
 
+    def cancel_base_change(self, definition: str, effective: datetime) -> dict[str, Any]:
+        """Cancel a scheduled base change; ConfigError naming it when there is none."""
+        change = self.bases.cancel(definition, effective)
+        if change is None:
+            raise ConfigError(
+                "effective", f"no base change for {definition} scheduled at {iso_utc(effective)}"
+            )
+        log.info("base change for %s at %s cancelled", definition, iso_utc(effective))
+        return change.as_dict()
+
     def rebalance(
         self, name: str, effective: datetime | None = None, reason: str = "rebalancing"
     ) -> dict[str, Any]:

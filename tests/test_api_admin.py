@@ -455,3 +455,27 @@ async def test_an_api_only_process_on_a_fresh_store_shows_the_definition_bases()
     assert current["secids"] == list(SHARES)
     assert current["divisors"] == {"IMOEX": RUB_DIVISOR, "RTSI": USD_DIVISOR}
     assert current["label"] == "definition file"
+
+
+async def test_cancel_a_scheduled_change(served: Served) -> None:
+    _, _, client = served
+    scheduled = await client.post("/v1/admin/bases", json=change(), headers=ADMIN)
+    assert scheduled.status_code == 202
+    effective = scheduled.json()["effective"]
+    assert len((await client.get("/v1/bases")).json()["scheduled"]) == 1
+    url = f"/v1/admin/bases/{DEFINITION}/{effective}"
+    assert (await client.delete(url, headers=AUTH)).status_code == 403  # ingest token
+    cancelled = await client.delete(url, headers=ADMIN)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["cancelled"]["effective"] == effective
+    assert (await client.get("/v1/bases")).json()["scheduled"] == []
+    again = await client.delete(url, headers=ADMIN)
+    assert again.status_code == 404 and "no base change" in again.json()["detail"]
+
+
+async def test_rebalance_needs_a_weighting_rule(served: Served) -> None:
+    _, _, client = served
+    refused = await client.post(f"/v1/admin/rebalance/{DEFINITION}", headers=ADMIN)
+    assert refused.status_code == 422 and refused.json()["field"] == "weighting"
+    unknown = await client.post("/v1/admin/rebalance/NOPE", headers=ADMIN)
+    assert unknown.status_code == 404

@@ -166,6 +166,23 @@ async def test_constituents_at_base_prices_then_as_of_the_last_publication(
     assert close_to(lines["AAAA"]["weight"], 100 * 110_000 / 460_000)
     assert close_to(lines["CCCC"]["weight"], 100 * 200_000 / 460_000)
     assert close_to(sum(line["weight"] for line in lines.values()), 100.0)
+    # A 2026-03-02 trade is long past: stale, like a line with no trade at all.
+    assert lines["AAAA"]["stale"] is True and lines["BBBB"]["stale"] is True
+
+
+async def test_a_line_with_a_recent_trade_is_not_stale(
+    served: tuple[RunningServer, Engine, httpx.AsyncClient],
+) -> None:
+    server, engine, client = served
+    ticks = [{"secid": "AAAA", "price": 101.0}]  # time of receipt
+    assert (await client.post("/v1/ticks", json=ticks, headers=AUTH)).json()["accepted"] == 1
+    await publish(server, engine, GRID)
+    lines = {
+        line["secid"]: line
+        for line in (await client.get("/v1/indices/IMOEX/constituents")).json()["constituents"]
+    }
+    assert lines["AAAA"]["stale"] is False
+    assert lines["CCCC"]["stale"] is True
 
 
 async def test_history_in_time_order_with_filters_and_limit(

@@ -338,6 +338,13 @@ class BaseSchedule:
             self._applied[change.definition] = change
         return taken
 
+    def remove(self, definition: str, effective: datetime) -> BaseChange | None:
+        """Take a pending change out of the schedule; None when there is no such change."""
+        for n, change in enumerate(self._pending):
+            if change.definition == definition and change.effective == effective:
+                return self._pending.pop(n)
+        return None
+
     def next_change(self, definition: str | None = None) -> BaseChange | None:
         """The earliest pending change (of one definition when given), or None."""
         return next(
