@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from streaming.engine import Engine
-from streaming.methodology.definition import load_definition
+from streaming.methodology.definition import load_definition, load_family
 from streaming.store.base import Store
 from streaming.store.memory import MemoryStore
 from streaming.store.redis import RedisStore
@@ -47,8 +47,8 @@ async def measure(rounds: int, step: Callable[[int], Awaitable[object]]) -> list
     return timings
 
 
-async def engine_rounds(store: Store, rounds: int) -> list[float]:
-    definition = load_definition()
+async def engine_rounds(store: Store, rounds: int, family: bool = False) -> list[float]:
+    definition = load_family() if family else load_definition()
     await store.open()
     engine = Engine(definition, store, clock=lambda: GRID)
     rng = np.random.default_rng(1)
@@ -57,7 +57,7 @@ async def engine_rounds(store: Store, rounds: int) -> list[float]:
 
     async def step(n: int) -> None:
         i = int(rng.integers(len(secids)))
-        engine.submit([Tick(secids[i], float(engine.calculator.prices[i]) * 1.0001, moment)])
+        engine.submit([Tick(secids[i], float(engine.calculator.prices[0, i]) * 1.0001, moment)])
         await engine.publish(GRID + n)
 
     try:
@@ -86,7 +86,13 @@ async def main_async(rounds: int, redis_binary: str) -> None:
     baseline_timings = await resum_rounds(rounds)
     baseline = statistics.median(baseline_timings) * 1e3
     results = [("numpy re-sum of MC alone (baseline)", baseline_timings)]
-    results.append(("publish, memory store", await engine_rounds(MemoryStore(), rounds)))
+    results.append(("publish IMOEX+RTSI, memory store", await engine_rounds(MemoryStore(), rounds)))
+    results.append(
+        (
+            "publish the shipped family (8 indices), memory store",
+            await engine_rounds(MemoryStore(), rounds, family=True),
+        )
+    )
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         server = subprocess.Popen(
@@ -108,7 +114,9 @@ async def main_async(rounds: int, redis_binary: str) -> None:
         try:
             time.sleep(0.3)
             store = RedisStore(f"redis://127.0.0.1:{port}/0")
-            results.append(("publish, Redis store (loopback)", await engine_rounds(store, rounds)))
+            results.append(
+                ("publish IMOEX+RTSI, Redis store (loopback)", await engine_rounds(store, rounds))
+            )
         finally:
             server.terminate()
             server.wait()
