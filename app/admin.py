@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -14,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import check_admin
 from app.errors import ApiError
-from app.ingest import read_body
+from app.ingest import load_json, read_body
 from app.models import BaseChangeRequest, error_responses
 from app.services import Services, services_of
 from streaming.engine import Engine
@@ -63,16 +62,7 @@ _OPENAPI_BODY: dict[str, Any] = {
 
 def decode_request(body: bytes) -> BaseChangeRequest:
     """The body as a base change request, or a 422 naming the field at fault."""
-    if not body.strip():
-        raise ApiError(422, "body: empty; expected a JSON object", field="body")
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise ApiError(422, "body: not UTF-8 text", field="body") from None
-    except json.JSONDecodeError as error:
-        raise ApiError(422, f"body: not valid JSON ({error})", field="body") from None
-    except RecursionError:
-        raise ApiError(422, "body: JSON nested too deeply", field="body") from None
+    data = load_json(body, "a JSON object")
     if not isinstance(data, dict):
         raise ApiError(422, f"body: must be a JSON object, got {type(data).__name__}", field="body")
     try:

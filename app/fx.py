@@ -3,7 +3,6 @@ force and the schedule."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,7 +11,7 @@ from fastapi.security import HTTPBearer
 
 from app.auth import check_bearer
 from app.errors import ApiError
-from app.ingest import read_body
+from app.ingest import load_json, read_body
 from app.models import FxResult, error_responses
 from app.services import Services, services_of
 from streaming.engine import Engine
@@ -82,16 +81,7 @@ _OPENAPI_BODY: dict[str, Any] = {
 
 def decode_updates(body: bytes, limit: int) -> list[object]:
     """The body as a list of raw FX updates (one object or an array of them), or a 413/422."""
-    if not body.strip():
-        raise ApiError(422, "body: empty; expected an FX update or an array of them", field="body")
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise ApiError(422, "body: not UTF-8 text", field="body") from None
-    except json.JSONDecodeError as error:
-        raise ApiError(422, f"body: not valid JSON ({error})", field="body") from None
-    except RecursionError:
-        raise ApiError(422, "body: JSON nested too deeply", field="body") from None
+    data = load_json(body, "an FX update or an array of them")
     if isinstance(data, dict):
         return [data]
     if not isinstance(data, list):

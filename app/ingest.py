@@ -81,18 +81,24 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def decode_batch(body: bytes, max_ticks: int) -> list[object]:
-    """The body as a JSON array of raw ticks, or a 413/422 saying what is wrong with it."""
+def load_json(body: bytes, expected: str) -> object:
+    """Parse a JSON request body, or a 422 naming `body` and what is wrong with it; `expected`
+    says what the body should be ("a JSON array of ticks")."""
     if not body.strip():
-        raise ApiError(422, "body: empty; expected a JSON array of ticks", field="body")
+        raise ApiError(422, f"body: empty; expected {expected}", field="body")
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except UnicodeDecodeError:
         raise ApiError(422, "body: not UTF-8 text", field="body") from None
     except json.JSONDecodeError as error:
         raise ApiError(422, f"body: not valid JSON ({error})", field="body") from None
     except RecursionError:
         raise ApiError(422, "body: JSON nested too deeply", field="body") from None
+
+
+def decode_batch(body: bytes, max_ticks: int) -> list[object]:
+    """The body as a JSON array of raw ticks, or a 413/422 saying what is wrong with it."""
+    data = load_json(body, "a JSON array of ticks")
     if not isinstance(data, list):
         raise ApiError(
             422,

@@ -19,8 +19,10 @@ class ConfigError(IndexTickerError):
         super().__init__(f"{where}{key}: {reason}")
 
 
-class BaseLoadError(IndexTickerError):
-    """An index base file is wrong: names the file, the row, the column and the reason."""
+class FileFormatError(IndexTickerError):
+    """A data file is wrong: names the file, the row, the column and the reason."""
+
+    row_word = "row"
 
     def __init__(self, path: str, row: int | None, column: str | None, reason: str) -> None:
         self.path = path
@@ -29,10 +31,14 @@ class BaseLoadError(IndexTickerError):
         self.reason = reason
         parts = [path]
         if row is not None:
-            parts.append(f"row {row}")
+            parts.append(f"{self.row_word} {row}")
         if column is not None:
             parts.append(f"column {column!r}")
         super().__init__(f"{', '.join(parts)}: {reason}")
+
+
+class BaseLoadError(FileFormatError):
+    """An index base (or MOEX daily data) file is wrong."""
 
 
 class TickRejected(IndexTickerError):

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from streaming.errors import IndexTickerError
+from streaming.errors import FileFormatError
 
 DEFAULT_CALENDAR = Path(__file__).resolve().parent.parent / "data" / "calendar_moex.csv"
 COLUMNS = ("date", "kind", "comment")
@@ -22,20 +22,10 @@ SATURDAY = 5
 MAX_SEARCH_DAYS = 366
 
 
-class CalendarLoadError(IndexTickerError):
+class CalendarLoadError(FileFormatError):
     """A calendar file is wrong: names the file, the line, the column and the reason."""
 
-    def __init__(self, path: str, row: int | None, column: str | None, reason: str) -> None:
-        self.path = path
-        self.row = row
-        self.column = column
-        self.reason = reason
-        parts = [path]
-        if row is not None:
-            parts.append(f"line {row}")
-        if column is not None:
-            parts.append(f"column {column!r}")
-        super().__init__(f"{', '.join(parts)}: {reason}")
+    row_word = "line"
 
 
 class DayKind(StrEnum):
