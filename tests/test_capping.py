@@ -175,7 +175,7 @@ def closed_form(
         if scale * s[p] <= issuer_cap:
             alone = np.concatenate([np.full(p, issuer_cap), scale * s[p:]])
             break
-    if alone[:top_n].sum() <= top_cap:
+    if alone[:top_n].sum() <= top_cap or m <= top_n:
         return alone
     rest = 1 - top_cap
     scale = rest / s[top_n:].sum()
@@ -295,6 +295,16 @@ def test_only_equal_weights_are_feasible_at_the_boundary() -> None:
     assert result.issuer_limits == (Limit.ISSUER,) * 4 + (Limit.NONE,)
 
 
+def test_a_group_limit_that_cannot_bind_is_idle() -> None:
+    # top_cap = 100 %, or five issuers at 15 % holding at most 75 % < 80 %: whatever float
+    # noise says about the top sum, nothing is cut for the group.
+    result = cap_weights([1.0, 2e7, 2e7], list("ABC"), issuer_cap=0.5, top_cap=1.0, top_n=3)
+    assert result.issuer_limits == (Limit.NONE,) * 3 and result.iterations == 1
+    result = cap_weights([20] + [1] * 20, names(21), top_cap=0.8)
+    assert result.issuer_limits == (Limit.ISSUER,) + (Limit.NONE,) * 20
+    assert result.top_cap == 0.8 and result.top_n == 5
+
+
 @pytest.mark.parametrize(
     ("caps", "issuers", "kwargs", "parameter", "fragment"),
     [
@@ -311,6 +321,7 @@ def test_only_equal_weights_are_feasible_at_the_boundary() -> None:
         ([1] * 9, names(9), {}, "top_cap", "at least 10 issuers"),
         ([1] * 6, names(6), {"top_cap": None}, "issuer_cap", "at least 7 issuers"),
         ([1] * 3, names(3), {"top_cap": 0.9, "issuer_cap": 1.0}, "top_cap", "100 %"),
+        ([1e16] + [1] * 10, names(11), {}, "caps", "exceeds 1e+15"),
     ],
 )
 def test_bad_input_names_the_parameter(
@@ -372,6 +383,25 @@ def test_properties_hold_for_generated_baskets(
         if expected is not None:
             got = np.sort(result.issuer_exact_weights)[::-1]
             assert np.allclose(got, expected, rtol=1e-11, atol=0)
+
+
+@examples(400)
+@given(
+    st.lists(st.floats(5.0, 40.0), min_size=5, max_size=5),
+    st.lists(st.floats(0.1, 4.0), min_size=20, max_size=45),
+)
+def test_imoex_like_baskets_match_the_closed_form(big: list[float], small: list[float]) -> None:
+    # Five large issuers over a tail of small ones, 15 % / 55 %: most of these bind the group
+    # limit, many both limits; wherever no tie forms at the fifth place the result must be
+    # the hand-worked structure (p at 15 %, the rest of the top five on one θ, the tail on λ).
+    caps = big + small
+    result = run_and_check(caps, names(len(caps)), 0.15, 0.55, 5)
+    assert result is not None
+    expected = closed_form(result.issuer_uncapped_weights, 0.15, 0.55, 5)
+    assume(expected is not None)
+    assert expected is not None
+    got = np.sort(result.issuer_exact_weights)[::-1]
+    assert np.allclose(got, expected, rtol=1e-11, atol=0)
 
 
 @examples(300)

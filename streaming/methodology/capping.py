@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,8 +24,11 @@ TOP_CAP = 0.55  # IMOEX/RTSI: the five largest issuers together
 TOP_N = 5
 BLUE_CHIP_ISSUER_CAP = 0.20  # MOEXBC, no group limit
 W_SIGNIFICANT_DIGITS = 7  # MOEX publishes W to 7 significant digits
-# Bisection on the penalty stops at this relative width: the top group then sits within
-# ~1e-16 of its cap (the top share moves by at most ~1 per unit of penalty).
+# Real baskets span 3–4 orders of magnitude; past 15 the smallest issuers vanish in float64
+# sums next to the largest, and W of a giant could underflow.
+MAX_SPAN = 1e15
+# Bisection on the penalty stops at this relative width: the top group then sits within a
+# few 1e-15 (relative) under its cap, as close as float64 sums resolve it.
 _BISECTION_WIDTH = 1e-15
 _MAX_STEPS = 400  # doublings plus bisections; a guard, never reached by a feasible basket
 
@@ -127,21 +131,27 @@ def cap_weights(
     group = _check_limits(issuer_cap, top_cap, top_n)
     names, line_issuer = _issuer_index(issuers)
     issuer_caps = np.bincount(line_issuer, weights=values, minlength=len(names))
+    largest, smallest = float(issuer_caps.max()), float(issuer_caps.min())
+    if largest > MAX_SPAN * smallest:
+        raise CappingError(
+            "caps",
+            f"{largest:g}/{smallest:g}",
+            f"largest/smallest issuer capitalization exceeds {MAX_SPAN:g}",
+        )
     _check_feasible(len(names), issuer_cap, group)
 
     total = float(issuer_caps.sum())
     shares = issuer_caps / total
     order = np.argsort(-shares, kind="stable")
-    group_size = 0 if group is None else min(group[1], len(names))
-    solution = _solve(np.log(shares[order]), issuer_cap, group, group_size)
+    # A group limit that no weights under the issuer cap can break (top_cap ≥ 1, or
+    # top_n · issuer_cap ≤ top_cap) is idle: solving it would only chase float noise.
+    idle = group is None or group[0] >= 1 or group[1] * issuer_cap <= group[0]
+    active = None if idle else group
+    group_size = 0 if active is None else min(active[1], len(names))
+    solution = _solve(np.log(shares[order]), issuer_cap, active, group_size)
 
     w_issuer = np.empty(len(names))
     w_issuer[order] = solution.w_factors
-    if not (np.all(w_issuer > 0) and np.all(np.isfinite(w_issuer))):
-        span = float(issuer_caps.max() / issuer_caps.min())
-        raise CappingError(
-            "caps", span, "largest/smallest issuer: too many orders of magnitude for float64 W"
-        )
     weight_issuer = np.empty(len(names))
     weight_issuer[order] = solution.weights
     limits: list[Limit] = [Limit.NONE] * len(names)
@@ -161,7 +171,7 @@ def cap_weights(
         exact_weights=exact_weights,
         uncapped_weights=values / total,
         issuer_limits=tuple(limits),
-        issuer_cap=issuer_cap,
+        issuer_cap=float(issuer_cap),
         top_cap=None if group is None else group[0],
         top_n=None if group is None else group[1],
         iterations=solution.iterations,
@@ -191,7 +201,7 @@ def _check_caps(caps: Sequence[float] | FloatArray, issuers: Sequence[str]) -> F
 
 
 def _check_fraction(parameter: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise CappingError(parameter, value, "must be a number")
     if not (math.isfinite(value) and 0 < value <= 1):
         raise CappingError(parameter, value, "must be a fraction in (0, 1], e.g. 0.15 for 15 %")
@@ -204,9 +214,9 @@ def _check_limits(
     if top_cap is None or top_n is None:
         return None
     _check_fraction("top_cap", top_cap)
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+    if isinstance(top_n, bool) or not isinstance(top_n, numbers.Integral) or top_n < 1:
         raise CappingError("top_n", top_n, "must be a whole number of issuers, at least 1")
-    return float(top_cap), top_n
+    return float(top_cap), int(top_n)
 
 
 def _issuer_index(issuers: Sequence[str]) -> tuple[tuple[str, ...], IndexArray]:
