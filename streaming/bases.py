@@ -3,6 +3,8 @@ kept in a form the state store can save and restore."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -35,6 +37,15 @@ def base_from_lines(lines: list[list[Any]], source: str) -> IndexBase:
         ),
         source=source,
     )
+
+
+def fingerprint(base: IndexBase, divisors: dict[str, float]) -> str:
+    """A short digest of a base's lines and shares and its divisors: tells whether a definition
+    file changed between two runs."""
+    text = json.dumps(
+        [[c.secid, c.index_shares] for c in base.constituents] + sorted(divisors.items())
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def change_record(change: BaseChange, policy: DivisorPolicy) -> dict[str, Any]:
@@ -87,12 +98,22 @@ class BaseBook:
             for change in self.schedule.pop_due(now)
         ]
 
-    def record(self, outcome: BaseChangeOutcome, policy: DivisorPolicy, at: datetime) -> None:
-        """Remember an applied change: the API shows it and a restart keeps its base."""
+    def record(
+        self,
+        outcome: BaseChangeOutcome,
+        policy: DivisorPolicy,
+        at: datetime,
+        from_file: bool = False,
+    ) -> None:
+        """Remember an applied change: the API shows it and (unless the base is the definition
+        file's, which a restart reads anyway) a restart keeps its base."""
         change = outcome.change
         self.applied.append(
             {**outcome.as_dict(), "policy": policy.value, "applied_at": iso_utc(at)}
         )
+        if from_file:
+            self.current.pop(change.definition, None)
+            return
         self.current[change.definition] = {
             "label": change.reason,
             "effective": iso_utc(change.effective),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from streaming.bases import BaseBook, base_from_lines
+from streaming.bases import BaseBook, base_from_lines, fingerprint
 from streaming.errors import ConfigError, IndexTickerError
 from streaming.methodology.calculator import IndexSpec, index_value
 from streaming.methodology.definition import Family, IndexDefinition
@@ -343,15 +343,17 @@ class Engine:
             fx_rate=self.fx_rate,
             last_grid=grid_epoch,
             profiles=profiles,
-            extra={"fx": self.fx.as_dict()},
+            extra={"fx": self.fx.as_dict(), "file_bases": self._file_prints()},
             bases=bases,
             base_changes=applied,
             scheduled=scheduled,
         )
 
-    def restore(self, state: EngineState) -> None:
+    def restore(self, state: EngineState, latest: dict[str, Publication] | None = None) -> None:
         """Carry on from a saved state: same bases, prices and divisors; sequence numbers
-        continue upward."""
+        continue upward. With the last publications, a definition file whose base or divisor
+        changed since is taken as a base change now, its continuity divisor computed and
+        reported (the file's divisor, when it changed, counts as the official one)."""
         self.bases.load(state.bases, state.base_changes, state.scheduled)
         for name, saved in state.bases.items():
             if name in self.calculator.group_position:
@@ -394,6 +396,8 @@ class Engine:
             per_profile("tick_times"),
         )
         self.trading_day = state.trading_day
+        if latest:
+            self._adopt_changed_files(state, latest)
         saved_fx = state.extra.get("fx")
         if saved_fx:
             try:
@@ -408,6 +412,55 @@ class Engine:
             if code in self.previous_close and state.divisors.get(code) == self.divisors.get(code):
                 self.previous_close[code] = close
         self._roll_day_if_needed(self.clock())
+
+    def _file_prints(self) -> dict[str, str]:
+        return {
+            d.name: fingerprint(d.base, {spec.code: spec.divisor for spec in d.indices})
+            for d in self.family.definitions
+            if d.name not in self.bases.current
+        }
+
+    def _adopt_changed_files(self, state: EngineState, latest: dict[str, Publication]) -> None:
+        saved = state.extra.get("file_bases", {})
+        now = utc_from_epoch(self.clock())
+        for definition in self.family.definitions:
+            name = definition.name
+            before = saved.get(name)
+            if name in state.bases or before is None or before == self._file_prints().get(name):
+                continue
+            published = [latest[c] for c in definition.codes if c in latest]
+            if not published:
+                continue
+            group = self.calculator.group_index(name)
+            prices = self.calculator.group_prices(group)
+            current = {s: float(prices[i]) for s, i in self.calculator.position.items()}
+            old = {c: state.divisors.get(c, self.divisors[c]) for c in definition.codes}
+            official = {c: self.divisors[c] for c in definition.codes if self.divisors[c] != old[c]}
+            change = BaseChange(name, definition.base, now, "definition file changed", official)
+            specs = [IndexSpec(c, self.currency[c], old[c]) for c in definition.codes]
+            policy = self.bases.default_policy
+            outcome = apply_base_change(
+                change,
+                current,
+                published[0].capitalization,
+                specs,
+                fx_rate=self.fx_rate,
+                policy=policy,
+            )
+            for code, decision in outcome.decisions.items():
+                self.divisors[code] = decision.adopted
+                log.warning(
+                    "definition %s changed since the last run: %s divisor %.4f -> %.4f "
+                    "(continuity %.4f, file %s, jump %.4f points)",
+                    name,
+                    code,
+                    decision.old_divisor,
+                    decision.adopted,
+                    decision.computed,
+                    decision.official,
+                    decision.jump,
+                )
+            self.bases.record(outcome, policy, now, from_file=True)
 
     # --- base changes ------------------------------------------------------------------
 
@@ -530,7 +583,7 @@ class Engine:
         """Restore from the (open) store, then run the grid loop and every source."""
         saved = await self.store.load_state()
         if saved is not None:
-            self.restore(saved)
+            self.restore(saved, await self.store.latest())
             log.info("restored state of %s, last grid %s", saved.trading_day, saved.last_grid)
         self.state = "running"
         if self.grid:

@@ -251,3 +251,44 @@ async def test_equal_weight_rebalancing_keeps_the_value_and_restores_equal_weigh
     assert calc.weights(group).tolist() == pytest.approx([10.0] * 10)
     with pytest.raises(Exception, match="base file"):
         engine.rebalance("IMOEX")
+
+
+async def test_a_definition_file_changed_between_runs_is_a_reported_base_change() -> None:
+    store = MemoryStore()
+    engine, _ = engine_at(msk(12, 0), store=store)
+    engine.submit([Tick("A", 12.0, msk(12, 0))])
+    before = {p.code: p for p in await engine.publish(msk(12, 0).timestamp())}
+    # Next run: the file has the new base and a new (official) IMOEX divisor; RTSI's is unchanged.
+    edited = dataclasses.replace(
+        small_definition(),
+        base=new_base(),
+        indices=(IndexSpec("IMOEX", "RUB", 2.2), IndexSpec("RTSI", "USD", 0.5)),
+    )
+    clock = [msk(12, 1)]
+    again = Engine(
+        Family("test", (edited,), 15, 90.0),
+        store,
+        timetable=ExchangeTimetable(),
+        clock=lambda: clock[0].timestamp(),
+        divisor_policy=DivisorPolicy.CONTINUITY,
+    )
+    again.restore(await store.load_state() or pytest.fail("no state"), await store.latest())
+    applied = again.bases_view()["applied"][-1]
+    assert applied["change"]["reason"] == "definition file changed"
+    imoex = applied["decisions"]["IMOEX"]
+    # old MC 10000 at the saved prices, new 12·400 + 100·20 + 8·50 = 7200
+    assert imoex["computed_divisor"] == pytest.approx(3.0 * 0.72)
+    assert imoex["official_divisor"] == 2.2
+    assert applied["decisions"]["RTSI"]["official_divisor"] is None
+    after = {p.code: p for p in await again.publish(msk(12, 1).timestamp())}
+    for code in ("IMOEX", "RTSI"):  # continuity policy: no jump
+        assert after[code].value == pytest.approx(before[code].value, rel=1e-12)
+    # The next run with the same file sees nothing new.
+    third = Engine(
+        Family("test", (edited,), 15, 90.0),
+        store,
+        timetable=ExchangeTimetable(),
+        clock=lambda: clock[0].timestamp(),
+    )
+    third.restore(await store.load_state() or pytest.fail("no state"), await store.latest())
+    assert len(third.bases_view()["applied"]) == 1
