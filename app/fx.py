@@ -11,7 +11,7 @@ from fastapi.security import HTTPBearer
 
 from app.auth import check_bearer
 from app.errors import ApiError
-from app.ingest import load_json, read_body
+from app.ingest import json_items, read_body
 from app.models import FxResult, error_responses
 from app.services import Services, services_of
 from streaming.engine import Engine
@@ -81,23 +81,9 @@ _OPENAPI_BODY: dict[str, Any] = {
 
 def decode_updates(body: bytes, limit: int) -> list[object]:
     """The body as a list of raw FX updates (one object or an array of them), or a 413/422."""
-    data = load_json(body, "an FX update or an array of them")
-    if isinstance(data, dict):
-        return [data]
-    if not isinstance(data, list):
-        raise ApiError(
-            422,
-            f"body: must be an FX update object or an array of them, got {type(data).__name__}",
-            field="body",
-        )
-    if len(data) > limit:
-        raise ApiError(
-            413,
-            f"body: {len(data)} FX updates in one request; the limit is {limit}",
-            field="body",
-            limit=limit,
-        )
-    return data
+    return json_items(
+        body, "an FX update object or an array of them", "FX updates", limit, single=True
+    )
 
 
 def take_updates(engine: Engine, raws: list[object]) -> dict[str, Any]:

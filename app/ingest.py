@@ -96,23 +96,29 @@ def load_json(body: bytes, expected: str) -> object:
         raise ApiError(422, "body: JSON nested too deeply", field="body") from None
 
 
-def decode_batch(body: bytes, max_ticks: int) -> list[object]:
-    """The body as a JSON array of raw ticks, or a 413/422 saying what is wrong with it."""
-    data = load_json(body, "a JSON array of ticks")
+def json_items(
+    body: bytes, expected: str, noun: str, limit: int, *, single: bool = False
+) -> list[object]:
+    """The body as a JSON array (or, with `single`, also one object) of at most `limit` items;
+    422 naming `body` when it is something else, 413 when it has too many `noun`."""
+    data = load_json(body, expected)
+    if single and isinstance(data, dict):
+        return [data]
     if not isinstance(data, list):
-        raise ApiError(
-            422,
-            f"body: must be a JSON array of ticks, got {type(data).__name__}",
-            field="body",
-        )
-    if len(data) > max_ticks:
+        raise ApiError(422, f"body: must be {expected}, got {type(data).__name__}", field="body")
+    if len(data) > limit:
         raise ApiError(
             413,
-            f"body: {len(data)} ticks in one request; the limit is {max_ticks}",
+            f"body: {len(data)} {noun} in one request; the limit is {limit}",
             field="body",
-            limit=max_ticks,
+            limit=limit,
         )
     return data
+
+
+def decode_batch(body: bytes, max_ticks: int) -> list[object]:
+    """The body as a JSON array of raw ticks, or a 413/422 saying what is wrong with it."""
+    return json_items(body, "a JSON array of ticks", "ticks", max_ticks)
 
 
 def _validate(

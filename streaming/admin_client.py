@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+
+from streaming.arguments import code_and_number, positive_number
 
 PROG = "index-ticker admin"
 ADMIN_TOKEN_ENV = "INDEX_TICKER_ADMIN_TOKEN"
@@ -24,29 +25,6 @@ EXIT_FAILED = 2  # the request could not be made or the server refused it
 
 class ClientError(Exception):
     """Something the operator has to fix; the message says what."""
-
-
-def _divisor(text: str) -> tuple[str, float]:
-    code, separator, value = text.partition("=")
-    if not separator or not code.strip():
-        raise argparse.ArgumentTypeError(f"expected CODE=VALUE, got {text!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{code}: not a number: {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise argparse.ArgumentTypeError(f"{code}: must be a positive number, got {value!r}")
-    return code.strip(), number
-
-
-def _rate(text: str) -> float:
-    try:
-        number = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--divisor",
         action="append",
-        type=_divisor,
+        type=code_and_number,
         default=[],
         metavar="CODE=VALUE",
         help="an official divisor for the new base, e.g. IMOEX=3416313660.29 (repeatable)",
@@ -106,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"now). Needs {INGEST_TOKEN_ENV}.",
     )
     f.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
-    f.add_argument("--rate", required=True, type=_rate, help="roubles per US dollar")
+    f.add_argument("--rate", required=True, type=positive_number, help="roubles per US dollar")
     f.add_argument("--rate-date", help="YYYY-MM-DD: the date the CBR set the rate for")
     f.add_argument("--published-at", help="ISO 8601 moment the rate was published (default now)")
     f.add_argument("--time", help="ISO 8601 moment it takes effect (not with --rate-date)")

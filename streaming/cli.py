@@ -12,21 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from streaming.arguments import positive_number
 from streaming.errors import ConfigError, IndexTickerError
 from streaming.methodology.base import load_base_csv
 from streaming.methodology.calculator import Calculator, IndexSpec
 
 log = logging.getLogger("index_ticker")
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
 
 
 def read_prices(path: str) -> dict[str, float]:
@@ -141,14 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compute MC = Σ P·Q·FF·W and the index MC/D (and MC/(FX·D_usd)); print JSON.",
     )
     c.add_argument("--base", required=True, help="index base CSV in the MOEX ISS analytics layout")
-    c.add_argument("--divisor", required=True, type=_positive, help="index divisor D (roubles)")
+    c.add_argument(
+        "--divisor", required=True, type=positive_number, help="index divisor D (roubles)"
+    )
     c.add_argument(
         "--prices",
         help="CSV of secid,price in roubles; lines it does not name keep the base's waprice",
     )
-    c.add_argument("--fx", type=_positive, help="USD/RUB rate (roubles per dollar) for usd_value")
     c.add_argument(
-        "--usd-divisor", type=_positive, help="divisor of the dollar index (with --fx), e.g. RTSI"
+        "--fx", type=positive_number, help="USD/RUB rate (roubles per dollar) for usd_value"
+    )
+    c.add_argument(
+        "--usd-divisor",
+        type=positive_number,
+        help="divisor of the dollar index (with --fx), e.g. RTSI",
     )
 
     s = commands.add_parser(
@@ -189,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="index definition or family TOML (default: the shipped family: IMOEX, RTSI, "
         "MOEXBC, MOEX10, MOEXOG, BANKS)",
     )
-    s.add_argument("--fx", type=_positive, help="USD/RUB rate for RTSI (default: definition's)")
+    s.add_argument(
+        "--fx", type=positive_number, help="USD/RUB rate for RTSI (default: definition's)"
+    )
     s.add_argument("--seed", type=int, help="simulator seed (default 1)")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
     s.add_argument("--config", help="settings TOML file; flags given here override it")

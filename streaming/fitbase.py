@@ -4,7 +4,6 @@ the base CSV and the index definition TOML (or, with --check, report the fit of 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO
 
+from streaming.arguments import positive_number
 from streaming.errors import IndexTickerError
 from streaming.methodology.base import format_base_csv
 from streaming.methodology.fit import (
@@ -47,16 +47,6 @@ def _parse_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
-
-
-def _parse_rate(text: str) -> float:
-    try:
-        rate = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(rate) and rate > 0):
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return rate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fx",
         metavar="RATE",
-        type=_parse_rate,
+        type=positive_number,
         default=DEFAULT_FX_RATE,
         help="USD/RUB rate (roubles per dollar) written as fx_rate for RTSI; the data has no FX"
         " series, so the default %(default)s is illustrative",
