@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -14,10 +15,12 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from streaming.bases import BaseBook, base_from_lines, fingerprint
 from streaming.errors import ConfigError, IndexTickerError
 from streaming.methodology.calculator import IndexSpec, index_value
+from streaming.methodology.contributions import line_points, top_movers
 from streaming.methodology.definition import Family, IndexDefinition
 from streaming.methodology.family import PROFILES, FamilyCalculator, Group
 from streaming.methodology.fx import (
@@ -41,7 +44,7 @@ from streaming.methodology.schedule import (
 )
 from streaming.methodology.timetable import AroundTheClock, Timetable
 from streaming.methodology.weighting import weighted_base
-from streaming.publication import EngineState, Publication
+from streaming.publication import PUBLISHED_DECIMALS, EngineState, Publication
 from streaming.sources import TickSource
 from streaming.store.base import Store
 from streaming.ticks import Tick
@@ -88,6 +91,9 @@ class Engine:
         guard: PriceGuard[tuple[int, int, Tick]] | None = None,
         divisor_policy: DivisorPolicy = DivisorPolicy.OFFICIAL,
         grid: bool = True,
+        feed_stale_seconds: float = 60.0,
+        line_stale_seconds: float = 900.0,
+        live_interval: float | None = 0.1,
     ) -> None:
         self.family = family if isinstance(family, Family) else Family.of(family)
         self.store = store
@@ -128,9 +134,14 @@ class Engine:
         )
         self.bases = BaseBook(divisor_policy)
         self.grid = grid  # False: no grid loop; the owner calls publish() itself
+        self.feed_stale_seconds = feed_stale_seconds  # no tick for this long: updates say stale
+        self.line_stale_seconds = line_stale_seconds  # a line without a trade this long is listed
+        self.live_interval = live_interval  # seconds between live values at most; None: off
+        self.last_tick_epoch: float | None = None  # wall clock of the last tick received
         self._batches = 0
         self._profiles = {d.name: d.profile for d in self.family.definitions}
         self._set_previous_close()
+        self._published_prices = self.calculator.prices.copy()
 
     @property
     def known_secids(self) -> frozenset[str]:
@@ -209,6 +220,8 @@ class Engine:
         now = self.clock()
         self._roll_day_if_needed(now)
         report = SubmitReport()
+        if ticks:
+            self.last_tick_epoch = now
         self._batches += 1
         batch = self._batches
         instrument = self.fx_instrument
@@ -284,6 +297,7 @@ class Engine:
             rate = None if step is None else step.rate
             value = self.value_of(code, float(mc[group]), rate)
             previous = self.previous_close.setdefault(code, value)
+            members = self.calculator.members(group)
             publications.append(
                 Publication(
                     code=code,
@@ -299,6 +313,9 @@ class Engine:
                     fx_effective=None if step is None else iso_utc(step.effective_from),
                     fx_stale=usd and fx.stale,
                     kind=kind.value,
+                    status=self._status(kind, grid_epoch),
+                    stale_lines=self._stale_lines(group, members, grid_epoch),
+                    contributions=self._contributions(code, group, members, value, rate),
                 )
             )
         seq = dict(self.seq)
@@ -314,10 +331,63 @@ class Engine:
         for publication in publications:
             self.seq[publication.code] = publication.seq
             self.last_values[publication.code] = publication.value
+        self._published_prices = self.calculator.prices.copy()
         self.last_grid = grid_epoch
         self.stats.publications += 1
         self.stats.last_publish_seconds = time.perf_counter() - started
         return publications
+
+    def _status(self, kind: PublicationKind, epoch: float) -> str:
+        """live, paused (auction values, the close) or stale (the feed has gone quiet)."""
+        if kind is not PublicationKind.INTRADAY:
+            return "paused"
+        quiet = (
+            self.last_tick_epoch is None or epoch - self.last_tick_epoch > self.feed_stale_seconds
+        )
+        return "stale" if quiet else "live"
+
+    def _stale_lines(
+        self, group: int, members: npt.NDArray[np.intp], epoch: float
+    ) -> tuple[str, ...]:
+        """Lines of a group with no trade within line_stale_seconds (or none at all)."""
+        row = int(self.calculator.profile_of_group[group])
+        times = self.calculator.tick_times[row, members]
+        stale = ~(epoch - times <= self.line_stale_seconds)  # NaN (no trade) counts as stale
+        return tuple(self.calculator.secids[i] for i in members[stale].tolist())
+
+    def _contributions(
+        self,
+        code: str,
+        group: int,
+        members: npt.NDArray[np.intp],
+        value: float,
+        fx_rate: float | None,
+    ) -> dict[str, Any]:
+        """The largest movers since the previous publication and since the previous close."""
+        calc = self.calculator
+        if self._published_prices.shape != calc.prices.shape:  # a base change added lines
+            grown = calc.prices.copy()
+            grown[:, : self._published_prices.shape[1]] = self._published_prices
+            self._published_prices = grown
+        row = int(calc.profile_of_group[group])
+        shares = calc.shares[members, group]
+        now = calc.prices[row, members]
+        secids = [calc.secids[i] for i in members.tolist()]
+        then = self._published_prices[row, members]
+        divisor = self.divisors[code]
+        since_previous = line_points(shares, now, then, divisor, fx_rate)
+        since_close = line_points(shares, now, calc.reference[row, members], divisor, fx_rate)
+        result: dict[str, Any] = {
+            "since_previous": top_movers(secids, since_previous),
+            "since_close": top_movers(secids, since_close),
+        }
+        if fx_rate is not None:
+            previous_value = self.last_values.get(code, value)
+            result["fx_part"] = {
+                "since_previous": value - previous_value - float(since_previous.sum()),
+                "since_close": value - self.previous_close[code] - float(since_close.sum()),
+            }
+        return result
 
     def _snapshot(self, grid_epoch: float, seq: dict[str, int]) -> EngineState:
         bases, applied, scheduled = self.bases.saved()
@@ -412,6 +482,7 @@ class Engine:
             if code in self.previous_close and state.divisors.get(code) == self.divisors.get(code):
                 self.previous_close[code] = close
         self._roll_day_if_needed(self.clock())
+        self._published_prices = self.calculator.prices.copy()
 
     def _file_prints(self) -> dict[str, str]:
         return {
@@ -588,6 +659,8 @@ class Engine:
         self.state = "running"
         if self.grid:
             self._tasks.append(asyncio.create_task(self._grid_loop(), name="grid"))
+            if self.live_interval:
+                self._tasks.append(asyncio.create_task(self._live_loop(), name="live"))
         for source in self.sources:
             self._tasks.append(asyncio.create_task(self._run_source(source), name=source.name))
 
@@ -623,6 +696,42 @@ class Engine:
             except Exception:
                 log.exception("publication at %s failed", iso_utc(utc_from_epoch(target)))
 
+    def live_message(self) -> dict[str, Any]:
+        """Every index at its latest tick (not a publication: between grid instants), JSON-ready."""
+        return {
+            "type": "live",
+            "time": iso_utc(utc_from_epoch(self.clock())),
+            "values": {
+                code: round(v, PUBLISHED_DECIMALS) for code, v in self._live_values().items()
+            },
+        }
+
+    def _live_values(self) -> dict[str, float]:
+        mc = self.calculator.capitalization
+        rate = self.fx_rate
+        return {
+            code: self.value_of(code, float(mc[group]), rate)
+            for code, group in self.group_of.items()
+            if self.currency[code] == "RUB" or rate is not None
+        }
+
+    async def _live_loop(self) -> None:
+        """Announce live values when a tick moved something, at most every live_interval s."""
+        assert self.live_interval is not None
+        last = self.calculator.capitalization.copy()
+        while True:
+            await asyncio.sleep(self.live_interval)
+            current = self.calculator.capitalization
+            if np.array_equal(current, last):
+                continue
+            last = current.copy()
+            try:
+                await self.store.announce_live(
+                    json.dumps(self.live_message(), separators=(",", ":"))
+                )
+            except Exception:
+                log.warning("live values not announced", exc_info=True)
+
     def status(self) -> dict[str, Any]:
         """What health checks and operators want to see."""
         now = utc_from_epoch(self.clock())
@@ -642,6 +751,10 @@ class Engine:
             if math.isnan(self.stats.last_publish_seconds)
             else round(self.stats.last_publish_seconds * 1000, 3),
             "store": self.store.name,
+            "feed": "stale"
+            if self.last_tick_epoch is None
+            or self.clock() - self.last_tick_epoch > self.feed_stale_seconds
+            else "live",
             "fx": self.fx_status().as_dict(),
             "sources": [source.name for source in self.sources],
         }

@@ -30,6 +30,11 @@ class Publication:
     fx_source: str | None = None  # where the FX rate came from, e.g. "cbr:2026-11-21"
     fx_effective: str | None = None  # ISO 8601 UTC moment the FX rate took effect
     fx_stale: bool = False  # the FX rate is older than its configured maximum age
+    status: str = "live"  # live | paused (auction, close, outside session) | stale (feed silent)
+    stale_lines: tuple[str, ...] = ()  # lines of this index with no recent trade
+    # Index points moved by the largest movers: {"since_previous": [[secid, points], ...],
+    # "since_close": [...]}; USD indices add {"fx_part": {"since_previous", "since_close"}}.
+    contributions: dict[str, Any] | None = None
 
     @property
     def change(self) -> float:
@@ -39,9 +44,10 @@ class Publication:
     def change_percent(self) -> float:
         return 100.0 * self.change / self.previous_close if self.previous_close else 0.0
 
-    def message(self, kind: str = "update") -> dict[str, Any]:
-        """The client-facing form: values rounded to the published 2 decimals."""
-        return {
+    def message(self, kind: str = "update", contributions: bool = False) -> dict[str, Any]:
+        """The client-facing form: values rounded to the published 2 decimals; the largest
+        contributions only when asked for."""
+        message = {
             "type": kind,
             "code": self.code,
             "value": round(self.value, PUBLISHED_DECIMALS),
@@ -60,7 +66,12 @@ class Publication:
             "fx_stale": self.fx_stale,
             "kind": self.kind,
             "close": self.kind == "close",
+            "status": self.status,
+            "stale_lines": list(self.stale_lines),
         }
+        if contributions:
+            message["contributions"] = self.contributions
+        return message
 
     def record(self) -> str:
         """The stored form: every field at full precision, JSON."""
@@ -72,6 +83,7 @@ class Publication:
     def from_record(cls, text: str | bytes) -> Publication:
         data = json.loads(text)
         data["time"] = parse_time(data["time"])
+        data["stale_lines"] = tuple(data.get("stale_lines", ()))
         return cls(**{key: value for key, value in data.items() if key in _PUBLICATION_FIELDS})
 
 

@@ -42,3 +42,14 @@ class Store(Protocol):
     def subscribe(self) -> AsyncIterator[Publication]:
         """Live publications as they are committed, from now on."""
         ...
+
+    async def replay_after(self, code: str, seq: int, limit: int) -> list[Publication] | None:
+        """Publications of one index above a sequence number, ascending, at most `limit`;
+        None when the history kept no longer reaches back to seq + 1 (the client has a gap)."""
+
+    async def announce_live(self, message: str) -> None:
+        """Send a live-values message (JSON text) to every API process."""
+
+    def subscribe_live(self) -> AsyncIterator[str]:
+        """Live-values messages from now on."""
+        ...

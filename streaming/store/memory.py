@@ -11,14 +11,17 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from streaming.publication import EngineState, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
 
+T = TypeVar("T")
+
 DEFAULT_SUBSCRIBER_QUEUE = 1024  # publications buffered per subscriber before the oldest goes
 
 
-class Subscription:
+class Subscription(Generic[T]):
     """A live feed of publications for one consumer, buffered in a bounded queue.
 
     Slow-consumer policy: when the queue is full the OLDEST buffered publication is dropped to make
@@ -31,17 +34,17 @@ class Subscription:
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
             raise ValueError(f"subscriber queue size must be at least 1, got {maxsize}")
-        self._queue: asyncio.Queue[Publication | None] = asyncio.Queue(maxsize)
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue(maxsize)
         self._closed = False
         self.dropped = 0
 
-    def offer(self, publication: Publication) -> None:
+    def offer(self, publication: T) -> None:
         """Buffer one publication without waiting; drop the oldest buffered one when full."""
         if self._closed:
             return
         self._put(publication)
 
-    def _put(self, item: Publication | None) -> None:
+    def _put(self, item: T | None) -> None:
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
@@ -59,10 +62,10 @@ class Subscription:
     def closed(self) -> bool:
         return self._closed
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> Subscription[T]:
         return self
 
-    async def __anext__(self) -> Publication:
+    async def __anext__(self) -> T:
         if self._closed and self._queue.empty():
             raise StopAsyncIteration
         item = await self._queue.get()
@@ -75,21 +78,21 @@ class Subscription:
         self.end()
 
 
-class Fanout:
+class Fanout(Generic[T]):
     """The set of live subscriptions of one process; publishing never blocks."""
 
     def __init__(self, queue_size: int = DEFAULT_SUBSCRIBER_QUEUE) -> None:
         self.queue_size = queue_size
         # Weak references: a consumer that stops iterating without closing must not leak a queue.
-        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._subscriptions: weakref.WeakSet[Subscription[T]] = weakref.WeakSet()
 
-    def subscribe(self) -> Subscription:
+    def subscribe(self) -> Subscription[T]:
         """A new subscription that receives everything published from now on."""
-        subscription = Subscription(self.queue_size)
+        subscription: Subscription[T] = Subscription(self.queue_size)
         self._subscriptions.add(subscription)
         return subscription
 
-    def publish(self, publications: Sequence[Publication]) -> None:
+    def publish(self, publications: Sequence[T]) -> None:
         """Hand the publications, in order, to every live subscription."""
         for subscription in list(self._subscriptions):
             if subscription.closed:
@@ -124,7 +127,8 @@ class MemoryStore:
         self._state: EngineState | None = None
         self._latest: dict[str, Publication] = {}
         self._history: dict[str, deque[Publication]] = {}
-        self._fanout = Fanout(subscriber_queue)
+        self._fanout: Fanout[Publication] = Fanout(subscriber_queue)
+        self._live: Fanout[str] = Fanout(subscriber_queue)
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -132,6 +136,7 @@ class MemoryStore:
     async def close(self) -> None:
         """End every live subscription; the stored data stays readable."""
         self._fanout.close()
+        self._live.close()
 
     async def ping(self) -> bool:
         """Always True: the memory is this process."""
@@ -191,10 +196,34 @@ class MemoryStore:
         """Live publications committed from now on, through a bounded drop-oldest queue."""
         return self._fanout.subscribe()
 
+    async def replay_after(self, code: str, seq: int, limit: int) -> list[Publication] | None:
+        """Publications of `code` with a sequence number above `seq`, ascending (at most
+        `limit`); None when the history kept no longer reaches back to seq + 1 (a gap)."""
+        return select_after(list(self._history.get(code, ())), seq, limit)
+
+    async def announce_live(self, message: str) -> None:
+        """Hand a live-values message (JSON text) to this process's live subscribers."""
+        self._live.publish([message])
+
+    def subscribe_live(self) -> AsyncIterator[str]:
+        """Live-values messages announced from now on (drop-oldest when a reader lags)."""
+        return self._live.subscribe()
+
     @property
     def subscriber_count(self) -> int:
         """Subscriptions currently open."""
         return len(self._fanout)
+
+
+def select_after(ordered: list[Publication], seq: int, limit: int) -> list[Publication] | None:
+    """From publications ascending by seq: those above `seq` (at most `limit`), or None when
+    the oldest kept is later than seq + 1 and so some are missing."""
+    after = [p for p in ordered if p.seq > seq]
+    if after and after[0].seq > seq + 1:
+        return None
+    if not after and ordered and ordered[-1].seq < seq:
+        return []  # the client is ahead (e.g. a reset store): nothing to send, no gap to report
+    return after[:limit]
 
 
 def _copy_state(state: EngineState) -> EngineState:

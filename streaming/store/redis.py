@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streaming.errors import ConfigError, IndexTickerError, StoreUnavailable
 from streaming.publication import EngineState, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
-from streaming.store.memory import DEFAULT_SUBSCRIBER_QUEUE, Fanout
+from streaming.store.memory import DEFAULT_SUBSCRIBER_QUEUE, Fanout, select_after
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,9 @@ class RedisStore:
         self._client: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listening = False
-        self._fanout = Fanout(subscriber_queue)
+        self._fanout: Fanout[Publication] = Fanout(subscriber_queue)
+        self._live: Fanout[str] = Fanout(subscriber_queue)
+        self.live_channel = f"{namespace}:live"
 
     def history_key(self, code: str) -> str:
         """The sorted set holding the history of one index."""
@@ -169,6 +171,7 @@ class RedisStore:
     async def close(self) -> None:
         """End subscriptions, stop the channel reader and close the connections."""
         self._fanout.close()
+        self._live.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
@@ -278,14 +281,17 @@ class RedisStore:
     async def _subscribe_channel(self, client: Redis) -> PubSub:
         """A pub/sub connection whose subscription Redis has confirmed."""
         pubsub = client.pubsub()
+        confirmed = 0
         try:
-            await pubsub.subscribe(self.channel)
+            await pubsub.subscribe(self.channel, self.live_channel)
             # Waiting for the confirmation means any PUBLISH made after this returns reaches us.
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 while True:
                     message = await pubsub.get_message(timeout=POLL_INTERVAL)
                     if message is not None and message["type"] == "subscribe":
-                        break
+                        confirmed += 1
+                        if confirmed == 2:  # both channels
+                            break
         except BaseException:
             await _close_quietly(pubsub)
             raise
@@ -304,7 +310,11 @@ class RedisStore:
                         delay = RECONNECT_INITIAL
                     message = await pubsub.get_message(timeout=POLL_INTERVAL)
                     if message is not None and message["type"] == "message":
-                        self._deliver(message["data"])
+                        channel = message["channel"]
+                        if channel in (self.live_channel, self.live_channel.encode()):
+                            self._deliver_live(message["data"])
+                        else:
+                            self._deliver(message["data"])
                 except Exception as exc:
                     # Whatever went wrong, the feed must go on: drop the connection and retry.
                     self._listening = False
@@ -327,6 +337,47 @@ class RedisStore:
             self._listening = False
             if pubsub is not None:
                 await _close_quietly(pubsub)
+
+    def _deliver_live(self, data: str | bytes) -> None:
+        if len(self._live):
+            self._live.publish([data.decode() if isinstance(data, bytes) else data])
+
+    async def announce_live(self, message: str) -> None:
+        """PUBLISH a live-values message (JSON text) to every API process."""
+        try:
+            await self._redis().publish(self.live_channel, message)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def subscribe_live(self) -> AsyncIterator[str]:
+        """Live-values messages announced from now on, by any engine on this namespace."""
+        return self._live.subscribe()
+
+    async def replay_after(self, code: str, seq: int, limit: int) -> list[Publication] | None:
+        """Publications of `code` above `seq`, ascending (at most `limit`), from the history;
+        None when the history no longer reaches back to seq + 1."""
+        # Newest first in growing windows until one reaches back to seq: a resume after a short
+        # drop reads a handful of records, not the whole history.
+        window = 64
+        while True:
+            newest_first = await self._read_newest(code, window)
+            ordered = list(reversed(newest_first))
+            if len(newest_first) < window or (ordered and ordered[0].seq <= seq + 1):
+                return select_after(ordered, seq, limit)
+            window *= 4
+
+    async def _read_newest(self, code: str, count: int) -> list[Publication]:
+        try:
+            raw = await self._redis().zrevrange(self.history_key(code), 0, count - 1)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        values = []
+        for item in raw:
+            try:
+                values.append(decode_publication(cast(str | bytes, item)))
+            except ValueError:
+                log.warning("skipping an unreadable %s history entry", code)
+        return values
 
     def _deliver(self, data: str | bytes) -> None:
         if not len(self._fanout):
