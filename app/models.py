@@ -37,6 +37,10 @@ class IndexValue(BaseModel):
         None, description="intraday, indicative (auction, not tradable) or close (official)"
     )
     close: bool | None = Field(None, description="true for the official close")
+    status: str | None = Field(
+        None, description="live, paused (auction, close, outside session) or stale (feed quiet)"
+    )
+    stale_lines: list[str] | None = Field(None, description="lines with no recent trade")
 
 
 class Constituent(BaseModel):

@@ -99,6 +99,7 @@ def run_serve(args: argparse.Namespace) -> int:
         fx_rate=args.fx,
         seed=args.seed,
         replay_speed=args.replay_speed,
+        namespace=args.namespace,
         log_level=args.log_level,
     )
     serve(settings)
@@ -168,7 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="tick source: simulator (default), none (ingest only) or replay:PATH (CSV/JSONL)",
     )
     s.add_argument(
-        "--replay-speed", type=float, help="with replay: 1 = recorded pace (default), 0 = flat out"
+        "--replay-speed",
+        type=float,
+        help="with replay: N = recorded time at N× (the engine's clock runs from the file's first "
+        "tick, so the grid and the session are the recorded day's; default 1); 0 = flat out",
+    )
+    s.add_argument(
+        "--namespace",
+        help="Redis key prefix (default index-ticker): a replay goes into a namespace of its own",
     )
     s.add_argument(
         "--cadence",

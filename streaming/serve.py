@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
 
+from streaming.clock import ReplayClock
 from streaming.engine import Engine
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
 from streaming.methodology.timetable import AroundTheClock, Timetable
 from streaming.settings import Settings, admin_token, ingest_token
 from streaming.sources import TickSource
-from streaming.sources.replay import ReplaySource
+from streaming.sources.replay import ReplaySource, first_tick_epoch
 from streaming.sources.simulator import SimulatorSettings, SimulatorSource
 from streaming.store.select import make_store
 
@@ -32,7 +35,9 @@ class Assembly:
     admin_token: str | None
 
 
-def make_sources(settings: Settings, family: Family) -> list[TickSource]:
+def make_sources(
+    settings: Settings, family: Family, clock: Callable[[], float] | None = None
+) -> list[TickSource]:
     """The tick sources the feed setting names (the one place a feed is chosen)."""
     if settings.feed == "none":
         return []
@@ -41,7 +46,7 @@ def make_sources(settings: Settings, family: Family) -> list[TickSource]:
         prices = Calculator(universe).prices  # validates that every line has a price
         return [SimulatorSource(universe, prices, SimulatorSettings(seed=settings.seed))]
     path = settings.feed.removeprefix("replay:")
-    return [ReplaySource(path, frozenset(universe.secids), settings.replay_speed)]
+    return [ReplaySource(path, frozenset(universe.secids), settings.replay_speed, clock)]
 
 
 def make_timetable(settings: Settings, family: Family) -> Timetable:
@@ -51,17 +56,30 @@ def make_timetable(settings: Settings, family: Family) -> Timetable:
     return AroundTheClock(family.session.utc_offset)
 
 
+def make_clock(settings: Settings) -> tuple[Callable[[], float], float]:
+    """The wall clock, or for a paced replay the recorded time from its first tick at N×."""
+    if settings.feed.startswith("replay:") and settings.replay_speed > 0:
+        start = first_tick_epoch(settings.feed.removeprefix("replay:"))
+        if start is not None:
+            clock = ReplayClock(start, settings.replay_speed)
+            return clock, clock.rate
+    return time.time, 1.0
+
+
 def assemble(settings: Settings) -> Assembly:
     """Build the family, store, sources and engine from settings."""
     family = load_family(settings.definition or DEFAULT_FAMILY)
     store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
+    clock, rate = make_clock(settings)
     engine = Engine(
         family,
         store,
         cadence=settings.cadence,
         timetable=make_timetable(settings, family),
-        sources=make_sources(settings, family),
+        sources=make_sources(settings, family, None if clock is time.time else clock),
         fx_rate=settings.fx_rate,
+        clock=clock,
+        clock_rate=rate,
     )
     token, generated = ingest_token()
     return Assembly(family, engine, token, generated, admin_token())

@@ -7,14 +7,14 @@ import asyncio
 import csv
 import json
 import logging
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from streaming.errors import ConfigError, TickRejected
 from streaming.sources import Submit
-from streaming.ticks import Tick, parse_tick
+from streaming.ticks import Tick, parse_tick, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,29 @@ def read_ticks(path: Path, known: Container[str], report: ReplayReport) -> Itera
             log.warning("%s line %d refused: %s", path, number, error)
 
 
+def first_tick_epoch(path: str | Path) -> float | None:
+    """Epoch seconds of the first valid, timed tick in a file (None when there is none)."""
+    for _, raw in _rows(Path(path)):
+        if isinstance(raw, dict) and raw.get("time") is not None:
+            try:
+                return parse_time(raw["time"]).timestamp()
+            except TickRejected:
+                continue
+    return None
+
+
 class ReplaySource:
     """A tick file as a feed. speed=1 keeps the recorded pace, 0 replays as fast as possible."""
 
-    def __init__(self, path: str | Path, known: Container[str], speed: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        known: Container[str],
+        speed: float = 1.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """With a clock (epoch seconds; the engine's replay clock), each tick waits until the
+        clock reaches its recorded time; without one, until its offset from the first tick."""
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError("feed", f"replay file not found: {self.path}")
@@ -74,6 +93,7 @@ class ReplaySource:
             )
         self.known = known
         self.speed = speed
+        self.clock = clock
         self.name = f"replay:{self.path}"
         self.report = ReplayReport()
 
@@ -86,12 +106,15 @@ class ReplaySource:
             if self.speed > 0:
                 stamp = tick.time.timestamp()
                 first = stamp if first is None else first
-                due = started + (stamp - first) / self.speed
-                if due > loop.time():
+                if self.clock is not None:
+                    wait = (stamp - self.clock()) / self.speed
+                else:
+                    wait = started + (stamp - first) / self.speed - loop.time()
+                if wait > 0:
                     if batch:
                         self.report.submitted += submit(batch)
                         batch = []
-                    await asyncio.sleep(due - loop.time())
+                    await asyncio.sleep(wait)
             batch.append(tick)
             if len(batch) >= BATCH:
                 self.report.submitted += submit(batch)

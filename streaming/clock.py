@@ -1,0 +1,27 @@
+"""Clocks for the engine: the wall clock, or recorded time running at N× for a replay."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class ReplayClock:
+    """Epoch seconds that start at `start` (the first recorded tick) and run `speed` times as
+    fast as the wall clock; `rate` tells the engine how to turn clock seconds into real ones."""
+
+    start: float
+    speed: float
+    _origin: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError(f"a replay clock needs a positive speed, got {self.speed}")
+
+    def __call__(self) -> float:
+        return self.start + (time.monotonic() - self._origin) * self.speed
+
+    @property
+    def rate(self) -> float:
+        return self.speed
