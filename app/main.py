@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 import streaming
-from app import admin, fx, ingest, rest, ws
+from app import admin, fx, history, ingest, rest, ws
 from app.broadcast import Broadcaster
 from app.errors import install_error_handlers
 from app.models import error_responses
@@ -59,6 +59,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.broadcaster = broadcaster
     install_error_handlers(app)
     app.include_router(rest.router)
+    app.include_router(history.router)
     app.include_router(ingest.router)
     app.include_router(fx.router)
     app.include_router(admin.router)

@@ -62,7 +62,10 @@ def read_ticks(path: Path, known: Container[str], report: ReplayReport) -> Itera
 
 
 def first_tick_epoch(path: str | Path) -> float | None:
-    """Epoch seconds of the first valid, timed tick in a file (None when there is none)."""
+    """Epoch seconds of the first valid, timed tick in a file (None when there is none, or no
+    such file: ReplaySource names that)."""
+    if not Path(path).is_file():
+        return None
     for _, raw in _rows(Path(path)):
         if isinstance(raw, dict) and raw.get("time") is not None:
             try:
