@@ -206,3 +206,21 @@ def test_definition_errors_for_lines_weighting_and_base_value(tmp_path: Path) ->
         with pytest.raises(ConfigError) as caught:
             load_family(path)
         assert caught.value.key == key, extra
+
+
+def test_a_batch_equals_the_same_ticks_one_by_one() -> None:
+    rng = np.random.default_rng(11)
+    one, batch = family(), family()
+    lines = rng.integers(0, 3, 5000)
+    prices = rng.uniform(5, 150, 5000)
+    epochs = np.arange(5000, dtype=np.float64)
+    for i, price, epoch in zip(lines.tolist(), prices.tolist(), epochs.tolist(), strict=True):
+        one.apply(one.secids[i], price, epoch, profiles=(MAIN, EXTENDED))
+    batch.apply_batch(lines, prices, epochs, profiles=(MAIN, EXTENDED))
+    assert batch.prices.tolist() == one.prices.tolist()
+    assert np.array_equal(batch.tick_times, one.tick_times)
+    assert batch.capitalization == pytest.approx(one.capitalization, rel=1e-12)
+    assert batch.capitalization == pytest.approx(batch.resum(), rel=1e-12)
+    batch.apply_batch(np.array([0]), np.array([50.0]), profiles=(EXTENDED,))
+    assert batch.group_prices(0)[0] == one.group_prices(0)[0]  # main profile untouched
+    assert batch.group_prices(1)[0] == 50.0

@@ -130,6 +130,32 @@ class FamilyCalculator:
             if len(groups):
                 self.capitalization[groups] += (price - old) * shares
 
+    def apply_batch(
+        self,
+        lines: IntArray,
+        prices: FloatArray,
+        epochs: FloatArray | None = None,
+        profiles: Iterable[int] = (0, 1),
+    ) -> None:
+        """Apply many trades at once (line positions, prices in roubles, epoch seconds), in
+        order: each line ends on its last price, every capitalization moves by the sum of its
+        lines' moves. Vectorised; the caller has validated lines and prices."""
+        if len(lines) == 0:
+            return
+        # The last trade of each line wins: unique over the reversed batch finds it.
+        reversed_lines = lines[::-1]
+        touched, first_from_end = np.unique(reversed_lines, return_index=True)
+        last = len(lines) - 1 - first_from_end
+        new = prices[last]
+        stamps = np.full(len(touched), np.nan) if epochs is None else epochs[last]
+        for p in profiles:
+            columns = np.flatnonzero(self.profile_of_group == p)
+            moved = new - self.prices[p, touched]
+            if len(columns):
+                self.capitalization[columns] += moved @ self.shares[np.ix_(touched, columns)]
+            self.prices[p, touched] = new
+            self.tick_times[p, touched] = stamps
+
     def resum(self) -> FloatArray:
         """Recompute every capitalization from scratch (numpy) and adopt it."""
         self.capitalization = self._full_sum()
