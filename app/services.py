@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
-from app.broadcast import Broadcaster
+from app.access import Access
 from app.errors import ApiError
 from streaming.engine import Engine
 from streaming.errors import ConfigError
 from streaming.methodology.calculator import IndexSpec
 from streaming.methodology.definition import Family, IndexDefinition
 from streaming.store.base import Store
+
+if TYPE_CHECKING:
+    from app.broadcast import Broadcaster
 
 MIB = 1024 * 1024
 
@@ -26,12 +31,18 @@ class Services:
     engine: Engine | None
     ingest_token: str
     max_body_bytes: int = 4 * MIB  # POST /v1/ticks body, bytes
-    ws_queue_size: int = 256  # updates buffered per WebSocket client before dropping the oldest
+    ws_queue_size: int = 256  # messages queued per WebSocket client before conflation
     max_ticks_per_request: int = 100_000
     ws_max_message_bytes: int = 64 * 1024  # one incoming WebSocket message, bytes
     ws_max_subscriptions: int = 64  # index codes per WebSocket connection
     stale_after_seconds: int = 900  # a line with no trade for this long is flagged stale
     admin_token: str | None = None  # None: the admin endpoints answer 503
+    ws_heartbeat_seconds: float = 10.0  # a heartbeat after this long with nothing sent
+    ws_max_lag_seconds: float = 30.0  # a client this far behind is closed (4008)
+    ws_max_dropped: int = 0  # a client that lost more updates to conflation is closed; 0: never
+    ws_live_min_interval_ms: int = 100  # the shortest live-channel interval a client may ask for
+    ws_replay_limit: int = 10_000  # updates replayed per index on resume; more: a gap snapshot
+    access: Access = field(default_factory=Access)  # API keys and connection limits
 
     def __post_init__(self) -> None:
         if isinstance(self.definition, IndexDefinition):
@@ -43,10 +54,21 @@ class Services:
             "ws_max_message_bytes",
             "ws_max_subscriptions",
             "stale_after_seconds",
+            "ws_live_min_interval_ms",
+            "ws_replay_limit",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        for name in ("ws_heartbeat_seconds", "ws_max_lag_seconds"):
+            seconds = getattr(self, name)
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                raise ConfigError(name, f"must be a number of seconds, got {seconds!r}")
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ConfigError(name, f"must be a positive number of seconds, got {seconds!r}")
+        dropped = self.ws_max_dropped
+        if isinstance(dropped, bool) or not isinstance(dropped, int) or dropped < 0:
+            raise ConfigError("ws_max_dropped", f"must be an integer >= 0, got {dropped!r}")
         if self.admin_token and self.admin_token == self.ingest_token:
             # One shared secret would let every tick feeder reschedule bases.
             raise ConfigError("admin_token", "must differ from the ingest token")

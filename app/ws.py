@@ -1,209 +1,192 @@
-"""WS /v1/ws: subscribe to index codes, get a snapshot of each, then every update.
-
-Per connection, two tasks: this handler reads client messages; a sender task drains the client's
-bounded queue (see app.broadcast for the drop-oldest policy). Both write through one lock, so a
-snapshot and the updates queued while it was read are sent in order, and an update whose seq is
-not above the snapshot's is skipped: nothing is lost or sent twice between them.
+"""WS /v1/ws: the feed endpoint. Admission (API key, limits), then per connection two tasks:
+this reader acts on client messages and answers them itself (snapshots, replays, pongs,
+errors), and a sender drains the connection's outbox (updates, constituents, live values,
+heartbeats). Both write under one lock; the fan-out never waits for either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from app.broadcast import Broadcaster, Subscriber
-from app.models import value_message
+from app import messages
+from app.access import Refusal, presented_key
+from app.broadcast import Broadcaster
+from app.catchup import CatchUp
+from app.protocol import (
+    SUBPROTOCOL,
+    Channel,
+    Limits,
+    Ping,
+    ProtocolError,
+    Subscribe,
+    Unsubscribe,
+    dumps,
+    parse,
+)
 from app.services import Services, broadcaster_of, services_of
-from streaming.errors import IndexTickerError
-from streaming.methodology.schedule import iso_utc
+from app.subscription import Client, Policy
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-OPERATIONS = ("subscribe", "unsubscribe", "ping")
-
-
-class ProtocolError(Exception):
-    """A client message this server cannot act on: names the field and the reason."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
-
-
-def _dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+CLOSE_TIMEOUT = 5.0  # seconds to get a close frame out to a client that reads slowly
 
 
 class Connection:
-    """One WebSocket client: its subscription, its sender task and its message handling."""
+    """One WebSocket client: its reader, its sender, and its subscriptions."""
 
     def __init__(self, websocket: WebSocket, services: Services, broadcaster: Broadcaster) -> None:
         self.websocket = websocket
         self.services = services
         self.broadcaster = broadcaster
-        self.subscriber = Subscriber(services.ws_queue_size)
-        # Per code, the seq of the last snapshot or update sent: queued updates at or below it are
-        # stale.
-        self.floor: dict[str, int] = {}
+        address = websocket.client.host if websocket.client else ""
+        self.client = Client(
+            Policy(
+                queue_size=services.ws_queue_size,
+                heartbeat_seconds=services.ws_heartbeat_seconds,
+                max_lag_seconds=services.ws_max_lag_seconds,
+                max_dropped=services.ws_max_dropped,
+                max_subscriptions=services.ws_max_subscriptions,
+            ),
+            address=address,
+        )
+        self.limits = Limits(
+            known=services.family.codes,
+            max_message_bytes=services.ws_max_message_bytes,
+            max_codes=services.ws_max_subscriptions,
+            live_floor_ms=services.ws_live_min_interval_ms,
+        )
         self.send_lock = asyncio.Lock()
+        self.catch_up = CatchUp(self)
+
+    # --- writing -----------------------------------------------------------------------
+
+    async def send_text(self, text: str) -> None:
+        """Send one reply now; the caller holds send_lock. Counts in the lag while it waits."""
+        self.client.replying_since = time.monotonic()
+        try:
+            await self.websocket.send_text(text)
+        finally:
+            self.client.replying_since = None
+        self.client.last_sent = time.monotonic()
 
     async def send(self, message: dict[str, Any]) -> None:
+        """Send one reply, in order with the outbox."""
         async with self.send_lock:
-            await self.websocket.send_text(_dumps(message))
-
-    async def error(self, field: str, reason: str) -> None:
-        await self.send({"type": "error", "field": field, "reason": f"{field}: {reason}"})
+            await self.send_text(dumps(message))
 
     async def pump(self) -> None:
-        """Send queued updates until the connection fails; the only sender of updates."""
-        subscriber = self.subscriber
+        """Send the outbox until the connection fails; the only sender of fan-out messages."""
+        client = self.client
         while True:
-            update = await subscriber.next()
-            async with self.send_lock:
-                if update.code not in subscriber.codes:
-                    continue
-                floor = self.floor.get(update.code)
-                if floor is not None and update.seq <= floor:
-                    continue
-                await self.websocket.send_text(update.text)
-                # Each code's seq only goes up on the wire: a re-announced publication is skipped.
-                self.floor[update.code] = update.seq
-                subscriber.delivered += 1
-
-    def codes(self, data: dict[str, Any]) -> list[str]:
-        """The validated, de-duplicated list of known index codes in the message."""
-        if "indices" not in data:
-            raise ProtocolError("indices", "missing; expected an array of index codes")
-        raw = data["indices"]
-        if not isinstance(raw, list):
-            raise ProtocolError(
-                "indices", f"must be an array of index codes, got {type(raw).__name__}"
-            )
-        if not raw:
-            raise ProtocolError("indices", "empty; name at least one index code")
-        limit = self.services.ws_max_subscriptions
-        if len(raw) > limit:
-            raise ProtocolError("indices", f"at most {limit} codes per message, got {len(raw)}")
-        codes: list[str] = []
-        for position, code in enumerate(raw):
-            if not isinstance(code, str):
-                raise ProtocolError(
-                    f"indices[{position}]", f"must be a string, got {type(code).__name__}"
-                )
-            if code not in codes:
-                codes.append(code)
-        known = self.services.family.codes
-        unknown = [code for code in codes if code not in known]
-        if unknown:
-            names = ", ".join(repr(code) for code in unknown)
-            raise ProtocolError("indices", f"unknown index {names}; known: {', '.join(known)}")
-        return codes
-
-    async def subscribe(self, codes: list[str]) -> None:
-        subscriber = self.subscriber
-        total = len(subscriber.codes | set(codes))
-        if total > self.services.ws_max_subscriptions:
-            raise ProtocolError(
-                "indices",
-                f"at most {self.services.ws_max_subscriptions} subscriptions per connection",
-            )
-        added = [code for code in codes if code not in subscriber.codes]
-        async with self.send_lock:
-            # Registered before the snapshot is read: an update published meanwhile is queued,
-            # and the floor set below discards it if the snapshot already contains it.
-            self.broadcaster.register(subscriber, codes)
+            entry = await client.outbox.get()
+            client.sending_since = entry.since  # taken from the outbox, not delivered yet
             try:
-                latest = await self.services.store.latest()
-            except IndexTickerError as error:
-                self.broadcaster.unregister(subscriber, added)
-                reason = f"snapshot unavailable, try again: {error}"
-                raise ProtocolError("indices", reason) from None
-            for code in codes:
-                publication = latest.get(code)
-                if publication is None:
-                    self.floor.pop(code, None)
-                else:
-                    self.floor[code] = publication.seq
-                spec = self.services.family.spec(code)
-                snapshot = value_message(publication, spec, "snapshot")
-                await self.websocket.send_text(_dumps(snapshot))
+                async with self.send_lock:
+                    if not client.stale(entry):
+                        await self.websocket.send_text(entry.wire())
+                        client.mark_sent(entry)
+            finally:
+                client.sending_since = None
 
-    async def unsubscribe(self, codes: list[str]) -> None:
-        async with self.send_lock:
-            self.broadcaster.unregister(self.subscriber, codes)
-            for code in codes:
-                self.floor.pop(code, None)
-            reply = {"type": "unsubscribed", "indices": codes}
-            await self.websocket.send_text(_dumps(reply))
+    # --- client messages ---------------------------------------------------------------
 
     async def handle(self, text: str) -> None:
         """Act on one text message; raise ProtocolError for anything wrong with it."""
-        limit = self.services.ws_max_message_bytes
-        if len(text) > limit or len(text.encode("utf-8")) > limit:
-            raise ProtocolError("message", f"larger than {limit} bytes")
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as error:
-            raise ProtocolError("message", f"not valid JSON ({error})") from None
-        if not isinstance(data, dict):
-            raise ProtocolError("message", f"must be a JSON object, got {type(data).__name__}")
-        op = data.get("op")
-        if op is None:
-            raise ProtocolError("op", f"missing; expected one of {', '.join(OPERATIONS)}")
-        if not isinstance(op, str):
-            raise ProtocolError("op", f"must be a string, got {type(op).__name__}")
-        if op == "ping":
-            await self.send({"type": "pong", "time": iso_utc(datetime.now(UTC))})
-        elif op == "subscribe":
-            await self.subscribe(self.codes(data))
-        elif op == "unsubscribe":
-            await self.unsubscribe(self.codes(data))
+        command = parse(text, self.limits)
+        if isinstance(command, Ping):
+            await self.send(messages.pong())
+        elif isinstance(command, Subscribe):
+            await self.subscribe(command)
+        elif isinstance(command, Unsubscribe):
+            self.broadcaster.unsubscribe(self.client, command.channel, command.codes)
+            await self.send(messages.unsubscribed(command.channel.value, command.codes))
+
+    async def subscribe(self, command: Subscribe) -> None:
+        """Register the codes, then send what the client needs before the live messages."""
+        limit = self.client.policy.max_subscriptions
+        if self.client.after_subscribing(command.channel, command.codes) > limit:
+            raise ProtocolError("indices", f"at most {limit} subscriptions per connection")
+        if command.channel is Channel.LIVE:
+            interval_ms = command.min_interval_ms or self.services.ws_live_min_interval_ms
+            # Acknowledged before anything is queued, so the answer comes first.
+            await self.send(messages.subscribed_live(command.codes, interval_ms))
+            self.broadcaster.subscribe_live(self.client, command.codes, interval_ms / 1000)
+        elif command.channel is Channel.CONSTITUENTS:
+            await self.catch_up.constituents(command.codes)
         else:
-            raise ProtocolError(
-                "op", f"unknown operation {op!r}; expected one of {', '.join(OPERATIONS)}"
-            )
+            await self.catch_up.index(command)
+
+    async def read(self) -> None:
+        """Read client messages until the client goes away."""
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            try:
+                if text is None:
+                    raise ProtocolError(
+                        "message", "binary frames are not supported; send JSON text"
+                    )
+                await self.handle(text)
+            except ProtocolError as problem:
+                await self.send(messages.error(problem.field, problem.reason))
 
     async def run(self) -> None:
-        """Serve the connection until the client goes away."""
-        sender = asyncio.create_task(self.pump(), name="ws-sender")
+        """Serve the connection until the client goes away, fails, or must be closed."""
+        client = self.client
+        self.broadcaster.attach(client)
+        tasks = [
+            asyncio.create_task(self.read(), name="ws-reader"),
+            asyncio.create_task(self.pump(), name="ws-sender"),
+            asyncio.create_task(client.closing.wait(), name="ws-closing"),
+        ]
         try:
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
-                if text is None:
-                    await self.error("message", "binary frames are not supported; send JSON text")
-                    continue
-                try:
-                    await self.handle(text)
-                except ProtocolError as problem:
-                    await self.error(problem.field, problem.reason)
-                if sender.done():
-                    return  # the client stopped taking data: sending failed
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.broadcaster.unregister(self.subscriber)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+            self.broadcaster.detach(client)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if client.close_request is not None:
+            code, reason = client.close_request
+            # The close frame waits behind what the client has not read yet: a client that
+            # reads again gets it; one that never does is dropped without it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.websocket.close(code, reason), CLOSE_TIMEOUT)
 
 
 @router.websocket("/v1/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    """Live index values: subscribe, unsubscribe, ping (see docs/api.md)."""
-    await websocket.accept()
-    connection = Connection(websocket, services_of(websocket), broadcaster_of(websocket))
+    """The feed: index updates, constituents, live values (see docs/protocol.md)."""
+    services = services_of(websocket)
+    broadcaster = broadcaster_of(websocket)
+    broadcaster.bind(services)
+    offered = websocket.scope.get("subprotocols", ())
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    address = websocket.client.host if websocket.client else ""
+    admission = await services.access.admit(presented_key(websocket), address)
+    await websocket.accept(subprotocol=subprotocol)
+    if isinstance(admission, Refusal):
+        # Accepted first so that the client sees the close code and reason, which a refused
+        # handshake (an HTTP status) would not show to a browser.
+        with contextlib.suppress(Exception):
+            await websocket.close(admission.code, admission.reason)
+        return
     try:
-        await connection.run()
+        await Connection(websocket, services, broadcaster).run()
     except Exception as error:
         # A send to a client that has just gone away fails here; nothing to answer to.
         log.debug("websocket closed: %s", error)
+    finally:
+        services.access.release(admission)

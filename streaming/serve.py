@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -15,13 +16,18 @@ from streaming.engine import Engine
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
 from streaming.methodology.timetable import AroundTheClock, Timetable
-from streaming.settings import Settings, admin_token, ingest_token
+from streaming.settings import Settings, admin_token, api_keys, ingest_token
 from streaming.sources import TickSource
 from streaming.sources.replay import ReplaySource, first_tick_epoch
 from streaming.sources.simulator import SimulatorSettings, SimulatorSource
 from streaming.store.select import make_store
 
+if TYPE_CHECKING:
+    from app.services import Services
+
 log = logging.getLogger("index_ticker")
+
+WS_MAX_SIZE = 1024 * 1024  # no WebSocket client message is allowed near this big, bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +91,52 @@ def assemble(settings: Settings) -> Assembly:
     return Assembly(family, engine, token, generated, admin_token())
 
 
+def make_services(settings: Settings, parts: Assembly) -> Services:
+    """The API's services from settings: limits, the feed's policies, API keys."""
+    from app.access import Access
+    from app.services import Services
+
+    access = Access(
+        api_keys(),
+        redis_url=settings.redis_url if settings.api_keys_redis else None,
+        namespace=settings.namespace,
+        max_per_key=settings.ws_max_connections_per_key,
+        max_per_address=settings.ws_max_connections_per_address,
+    )
+    return Services(
+        definition=parts.family,
+        store=parts.engine.store,
+        engine=parts.engine,
+        ingest_token=parts.token,
+        admin_token=parts.admin_token,
+        max_body_bytes=settings.max_body_bytes,
+        ws_queue_size=settings.ws_queue_size,
+        ws_max_subscriptions=settings.ws_max_subscriptions,
+        ws_heartbeat_seconds=settings.ws_heartbeat_seconds,
+        ws_max_lag_seconds=settings.ws_max_lag_seconds,
+        ws_max_dropped=settings.ws_max_dropped,
+        ws_live_min_interval_ms=settings.ws_live_min_interval_ms,
+        ws_replay_limit=settings.ws_replay_limit,
+        access=access,
+    )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's settings: address, logging, and the WebSocket keepalive and compression."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "ws_max_size": WS_MAX_SIZE,
+        "ws_ping_interval": settings.ws_ping_interval or None,
+        "ws_ping_timeout": settings.ws_ping_timeout or None,
+        "ws_per_message_deflate": settings.ws_per_message_deflate,
+    }
+
+
 def serve(settings: Settings) -> None:
     """Run the all-in-one service until interrupted."""
-    from app.main import Services, create_app
+    from app.main import create_app
 
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -95,16 +144,7 @@ def serve(settings: Settings) -> None:
         stream=sys.stderr,
     )
     parts = assemble(settings)
-    app = create_app(
-        Services(
-            definition=parts.family,
-            store=parts.engine.store,
-            engine=parts.engine,
-            ingest_token=parts.token,
-            admin_token=parts.admin_token,
-            max_body_bytes=settings.max_body_bytes,
-        )
-    )
+    app = create_app(make_services(settings, parts))
     where = f"http://{settings.host}:{settings.port}"
     print(
         f"index-ticker: {', '.join(parts.family.codes)} every {parts.engine.cadence} s, "
@@ -118,10 +158,4 @@ def serve(settings: Settings) -> None:
             f"{parts.token}",
             file=sys.stderr,
         )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ws_max_size=1024 * 1024,  # no WebSocket client message is allowed near this big
-    )
+    uvicorn.run(app, **uvicorn_options(settings))

@@ -16,6 +16,7 @@ from streaming.store.base import DEFAULT_HISTORY_LIMIT
 
 TOKEN_ENV = "INDEX_TICKER_INGEST_TOKEN"
 ADMIN_TOKEN_ENV = "INDEX_TICKER_ADMIN_TOKEN"
+API_KEYS_ENV = "INDEX_TICKER_API_KEYS"
 SESSIONS = ("always", "moex")
 
 
@@ -37,6 +38,20 @@ class Settings:
     history_limit: int = DEFAULT_HISTORY_LIMIT
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
+    # The WebSocket feed (docs/protocol.md).
+    ws_ping_interval: float = 20.0  # protocol-level ping every this many seconds; 0: none
+    ws_ping_timeout: float = 20.0  # no pong within this: the connection is dropped
+    ws_per_message_deflate: bool = False  # permessage-deflate when the client offers it
+    ws_heartbeat_seconds: float = 10.0  # a heartbeat message after this long with nothing sent
+    ws_queue_size: int = 256  # messages queued per client before conflation
+    ws_max_lag_seconds: float = 30.0  # a client this far behind is closed with 4008
+    ws_max_dropped: int = 0  # a client that lost more updates to conflation is closed; 0: never
+    ws_max_subscriptions: int = 64  # (channel, code) subscriptions per connection
+    ws_live_min_interval_ms: int = 100  # the shortest live-channel interval a client may ask for
+    ws_replay_limit: int = 10_000  # updates replayed per index on resume; more: a gap snapshot
+    ws_max_connections_per_key: int = 64
+    ws_max_connections_per_address: int = 256
+    api_keys_redis: bool = False  # also accept the keys in the Redis set {namespace}:api_keys
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -61,6 +76,35 @@ class Settings:
             ("redis://", "rediss://", "unix://")
         ):
             raise ConfigError("redis_url", "must start with redis://, rediss:// or unix://")
+        self._check_feed_settings()
+
+    def _check_feed_settings(self) -> None:
+        for name in ("ws_ping_interval", "ws_ping_timeout"):
+            seconds = getattr(self, name)
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ConfigError(name, f"must be 0 or more seconds, got {seconds!r}")
+        for name in ("ws_heartbeat_seconds", "ws_max_lag_seconds"):
+            seconds = getattr(self, name)
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ConfigError(name, f"must be a positive number of seconds, got {seconds!r}")
+        for name in (
+            "ws_queue_size",
+            "ws_max_subscriptions",
+            "ws_replay_limit",
+            "ws_max_connections_per_key",
+            "ws_max_connections_per_address",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.ws_max_dropped < 0:
+            raise ConfigError("ws_max_dropped", f"must be 0 or more, got {self.ws_max_dropped}")
+        if self.ws_live_min_interval_ms < 10:
+            raise ConfigError(
+                "ws_live_min_interval_ms",
+                f"must be at least 10, got {self.ws_live_min_interval_ms}",
+            )
+        if self.api_keys_redis and self.redis_url is None:
+            raise ConfigError("api_keys_redis", "needs redis_url: the keys are a Redis set")
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given keys replaced; None means 'not given' and keeps the value."""
@@ -83,13 +127,15 @@ def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Se
             raise ConfigError(key, "unknown key", str(file))
         kind = types[key]
         expected: tuple[type, ...]
-        if "float" in kind:
+        if kind == "bool":
+            expected = (bool,)
+        elif "float" in kind:
             expected = (int, float)
         elif "int" in kind:
             expected = (int,)
         else:
             expected = (str,)
-        if isinstance(value, bool) or not isinstance(value, expected):
+        if (isinstance(value, bool) and kind != "bool") or not isinstance(value, expected):
             raise ConfigError(key, f"has the wrong type {type(value).__name__}", str(file))
         values[key] = float(value) if "float" in kind else value
     if isinstance(values.get("definition"), str) and not Path(values["definition"]).is_absolute():
@@ -129,3 +175,19 @@ def ingest_token() -> tuple[str, bool]:
 def admin_token() -> str | None:
     """The admin token (INDEX_TICKER_ADMIN_TOKEN or _FILE); None leaves the admin API off."""
     return secret(ADMIN_TOKEN_ENV)
+
+
+def api_keys() -> tuple[str, ...]:
+    """Feed API keys from INDEX_TICKER_API_KEYS (comma separated) or the file named by
+    INDEX_TICKER_API_KEYS_FILE (one per line, # comments); empty: no key is required."""
+    raw = os.environ.get(API_KEYS_ENV, "")
+    file_name = f"{API_KEYS_ENV}_FILE"
+    path = os.environ.get(file_name, "").strip()
+    keys = [key.strip() for key in raw.split(",")]
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(file_name, f"cannot read: {error.strerror}") from None
+        keys += [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return tuple(dict.fromkeys(key for key in keys if key))

@@ -158,7 +158,11 @@ async def test_unsubscribe_stops_the_updates_of_that_code(served: Served) -> Non
         await publish(server, engine, GRID)
         assert {(await receive(ws))["code"], (await receive(ws))["code"]} == {"IMOEX", "RTSI"}
         await ws.send(json.dumps({"op": "unsubscribe", "indices": ["RTSI"]}))
-        assert await receive(ws) == {"type": "unsubscribed", "indices": ["RTSI"]}
+        assert await receive(ws) == {
+            "type": "unsubscribed",
+            "channel": "index",
+            "indices": ["RTSI"],
+        }
         await publish(server, engine, GRID + 1)
         await publish(server, engine, GRID + 2)
         # Were RTSI still subscribed, its seq 2 update would come between these two.

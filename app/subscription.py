@@ -1,0 +1,187 @@
+"""One connection as the fan-out sees it: what it subscribed to, where it is in each index's
+sequence, what is waiting to be sent, and how far behind it is.
+
+A key (channel, code) being (re)subscribed is *held*: messages for it wait in a small buffer of
+their own while the connection reads a snapshot or the history it missed, then are released into
+the outbox above the seq the client got from there. Registered before the read, released after
+it: nothing published meanwhile is lost, nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from app.outbox import HEARTBEAT, Entry, Key, Outbox
+from app.protocol import Channel
+
+
+@dataclass(slots=True)
+class LiveSubscription:
+    """The live channel of one connection: its codes and pace."""
+
+    codes: tuple[str, ...]
+    interval: float  # seconds: never two live messages closer than this
+    version: int = 0  # the last live announcement forwarded (the broadcaster counts them)
+    due: float = 0.0  # monotonic seconds: the next live message may go from here
+
+
+@dataclass(slots=True)
+class Policy:
+    """The limits one connection lives under (from the service settings)."""
+
+    queue_size: int = 256  # outbox capacity before conflation
+    heartbeat_seconds: float = 10.0  # a heartbeat after this long with nothing sent
+    max_lag_seconds: float = 30.0  # undelivered for longer than this: closed as too slow
+    max_dropped: int = 0  # conflated away more than this: closed as too slow; 0 = no limit
+    max_subscriptions: int = 64  # (channel, code) pairs per connection
+
+
+@dataclass(slots=True, eq=False)  # identity: a connection is equal only to itself
+class Client:
+    """The fan-out state of one WebSocket connection."""
+
+    policy: Policy
+    address: str = ""
+    outbox: Outbox = field(init=False)
+    index: dict[str, bool] = field(default_factory=dict)  # code -> contributions wanted
+    constituents: set[str] = field(default_factory=set)
+    live: LiveSubscription | None = None
+    floors: dict[Key, int] = field(default_factory=dict)  # last seq sent per key
+    held: dict[Key, deque[Entry]] = field(default_factory=dict)
+    last_sent: float = field(default_factory=time.monotonic)
+    sending_since: float | None = None  # oldest value of a fan-out send not yet completed
+    replying_since: float | None = None  # start of a reply (snapshot, replay) not yet completed
+    close_request: tuple[int, str] | None = None
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: int = 0
+
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self.policy.queue_size)
+
+    # --- what it subscribed to ---------------------------------------------------------
+
+    def subscriptions(self) -> int:
+        """(channel, code) pairs subscribed."""
+        live = len(self.live.codes) if self.live is not None else 0
+        return len(self.index) + len(self.constituents) + live
+
+    def after_subscribing(self, channel: Channel, codes: tuple[str, ...]) -> int:
+        """How many subscriptions there would be with these added."""
+        current: set[str]
+        if channel is Channel.INDEX:
+            current = set(self.index)
+        elif channel is Channel.CONSTITUENTS:
+            current = set(self.constituents)
+        else:
+            current = set(self.live.codes) if self.live is not None else set()
+        return self.subscriptions() + len(set(codes) - current)
+
+    def subscribed(self, key: Key) -> bool:
+        """True while messages of this key are wanted."""
+        channel, code = key
+        if channel == Channel.INDEX:
+            return code in self.index
+        if channel == Channel.CONSTITUENTS:
+            return code in self.constituents
+        return True  # live and heartbeat entries are dropped on unsubscribe instead
+
+    # --- queueing ----------------------------------------------------------------------
+
+    def offer(self, key: Key, seq: int | None, text: str, conflated: int = 0) -> int:
+        """Queue a message (or hold it while its key is being caught up); never waits.
+        `conflated`: messages of its key it already stands for. Returns how many queued
+        messages conflation dropped to make room."""
+        entry = Entry(key, seq, text, time.monotonic(), conflated)
+        held = self.held.get(key)
+        if held is not None:
+            held.append(entry)  # a bounded deque: the history read covers what falls out
+            return 0
+        return self.outbox.put(entry)
+
+    def offer_heartbeat(self, text: str) -> None:
+        """Queue a heartbeat (at most one waits at any time)."""
+        self.outbox.put(Entry(HEARTBEAT, None, text, time.monotonic()))
+
+    def hold(self, key: Key) -> None:
+        """Start holding a key's messages back: a snapshot or a replay of it is about to be read."""
+        self.outbox.discard(key)
+        self.floors.pop(key, None)
+        self.held[key] = deque(maxlen=self.policy.queue_size)
+
+    def first_held(self, key: Key) -> int | None:
+        """The lowest seq held for this key, or None when nothing is held."""
+        held = self.held.get(key)
+        return held[0].seq if held else None
+
+    def release(self, key: Key, floor: int | None) -> None:
+        """Stop holding: queue the held messages above `floor` (the seq the client now has)."""
+        held = self.held.pop(key, None)
+        if floor is not None:
+            self.floors[key] = floor
+        following = floor
+        for entry in held or ():
+            if entry.seq is None or floor is None or entry.seq > floor:
+                if following is not None and entry.seq is not None and entry.seq > following + 1:
+                    # The hold overflowed: say how many are missing, as conflation would.
+                    entry.conflated += entry.seq - following - 1
+                following = entry.seq
+                self.outbox.put(entry)
+
+    def forget(self, key: Key) -> None:
+        """Drop everything queued, held or remembered for a key (an unsubscribe)."""
+        self.outbox.discard(key)
+        self.held.pop(key, None)
+        self.floors.pop(key, None)
+
+    def stale(self, entry: Entry) -> bool:
+        """True when an entry must not go out: unsubscribed, or not above the seq already sent."""
+        if not self.subscribed(entry.key):
+            return True
+        floor = self.floors.get(entry.key)
+        return entry.seq is not None and floor is not None and entry.seq <= floor
+
+    def mark_sent(self, entry: Entry) -> None:
+        """Record a delivered entry: its seq becomes the floor of its key."""
+        if entry.seq is not None:
+            self.floors[entry.key] = entry.seq
+        self.last_sent = time.monotonic()
+        self.sent += 1
+
+    # --- health ------------------------------------------------------------------------
+
+    def lag(self, now: float) -> float:
+        """Seconds the oldest value not yet delivered has waited (0 when all is sent)."""
+        waiting = [
+            moment
+            for moment in (self.outbox.oldest(), self.sending_since, self.replying_since)
+            if moment is not None
+        ]
+        return max(0.0, now - min(waiting)) if waiting else 0.0
+
+    def idle(self, now: float) -> bool:
+        """True when nothing was sent for a heartbeat interval and nothing is on its way."""
+        return (
+            now - self.last_sent >= self.policy.heartbeat_seconds
+            and self.sending_since is None
+            and self.replying_since is None
+            and not len(self.outbox)
+        )
+
+    def too_slow(self, now: float) -> str | None:
+        """Why this client must be closed as too slow, or None."""
+        lag = self.lag(now)
+        if lag > self.policy.max_lag_seconds:
+            return f"too slow: {lag:.1f} s behind (limit {self.policy.max_lag_seconds:g} s)"
+        limit = self.policy.max_dropped
+        if limit and self.outbox.dropped > limit:
+            return f"too slow: {self.outbox.dropped} updates dropped (limit {limit})"
+        return None
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Ask the connection to close with this code and reason (the first request wins)."""
+        if self.close_request is None:
+            self.close_request = (code, reason)
+            self.closing.set()
