@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming.bases import BaseBook, base_from_lines
-from streaming.errors import IndexTickerError
+from streaming.errors import IndexTickerError, LeaseLost, StoreUnavailable
+from streaming.leader import LeaderLease
 from streaming.methodology.calculator import index_value
 from streaming.methodology.contributions import line_points, top_movers
 from streaming.methodology.definition import Family, IndexDefinition
@@ -50,6 +52,9 @@ from streaming.store.base import Store
 from streaming.ticks import Tick
 
 log = logging.getLogger(__name__)
+
+STREAM_BATCH = 10_000  # ingest stream entries read at once
+BACKLOG = 10_000  # publications kept for the history while the store is away
 
 
 @dataclass(slots=True)
@@ -95,6 +100,8 @@ class Engine(Rebasing):
         line_stale_seconds: float = 900.0,
         live_interval: float | None = 0.1,
         clock_rate: float = 1.0,
+        lease: LeaderLease | None = None,
+        ingest_stream: bool = False,
     ) -> None:
         self.family = family if isinstance(family, Family) else Family.of(family)
         self.store = store
@@ -139,6 +146,13 @@ class Engine(Rebasing):
         self.line_stale_seconds = line_stale_seconds  # a line without a trade this long is listed
         self.live_interval = live_interval  # seconds between live values at most; None: off
         self.clock_rate = clock_rate  # clock seconds per real second (a replay runs faster)
+        self.lease = lease  # None: the only engine on its store
+        self._lease_task: asyncio.Task[None] | None = None
+        self.ingest_stream = ingest_stream  # read ticks from the store's durable stream
+        self.stream_id = "0-0"  # the last stream entry applied (saved with each publication)
+        self.backlog: deque[Publication] = deque(
+            maxlen=BACKLOG
+        )  # published while the store was away
         self.last_tick_epoch: float | None = None  # wall clock of the last tick received
         self._batches = 0
         self._profiles = {d.name: d.profile for d in self.family.definitions}
@@ -323,13 +337,24 @@ class Engine(Rebasing):
         seq = dict(self.seq)
         seq.update({p.code: p.seq for p in publications})
         state = self._snapshot(grid_epoch, seq)
+        lease = None if self.lease is None else self.lease.lease
+        if self.lease is not None and lease is None:
+            return []  # the lease went while this grid instant was being built
         try:
-            await self.store.commit(state, publications)
+            await self.store.commit(state, [*self.backlog, *publications], lease)
+            self.backlog.clear()
+        except LeaseLost:
+            log.warning("publication at %s refused: another engine leads", iso_utc(moment))
+            if self.lease is not None:
+                self.lease.lost()
+            return []
         except Exception:
-            # The value is not lost for good: the next grid instant publishes the current one.
+            # The store is away: subscribers of this process still get the value, and the
+            # history catches up with the backlog at the first commit that goes through.
             self.stats.commit_failures += 1
             log.exception("commit of the %s publication failed", iso_utc(moment))
-            return []
+            self.backlog.extend(publications)
+            self.store.deliver_locally(publications)
         for publication in publications:
             self.seq[publication.code] = publication.seq
             self.last_values[publication.code] = publication.value
@@ -415,7 +440,11 @@ class Engine(Rebasing):
             fx_rate=self.fx_rate,
             last_grid=grid_epoch,
             profiles=profiles,
-            extra={"fx": self.fx.as_dict(), "file_bases": self._file_prints()},
+            extra={
+                "fx": self.fx.as_dict(),
+                "file_bases": self._file_prints(),
+                "stream_id": self.stream_id,
+            },
             bases=bases,
             base_changes=applied,
             scheduled=scheduled,
@@ -468,6 +497,7 @@ class Engine(Rebasing):
             per_profile("tick_times"),
         )
         self.trading_day = state.trading_day
+        self.stream_id = str(state.extra.get("stream_id", self.stream_id))
         if latest:
             self._adopt_changed_files(state, latest)
         saved_fx = state.extra.get("fx")
@@ -489,9 +519,18 @@ class Engine(Rebasing):
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore from the (open) store, then run the grid loop and every source."""
+        """Lead at once (one engine), or stand by until the leader lease is free."""
+        if self.lease is None:
+            await self._lead()
+            return
+        self.state = "standby"
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="lease")
+
+    async def _lead(self) -> None:
+        """Restore from the (open) store, then run the grid, the sources and the ingest stream."""
         saved = await self.store.load_state()
         if saved is not None:
+            self.bases = BaseBook(self.bases.default_policy)
             self.restore(saved, await self.store.latest())
             if self.last_grid is not None and self.last_grid > self.clock() + self.cadence:
                 # A state from later than this clock (a replay run again into its namespace):
@@ -504,12 +543,56 @@ class Engine(Rebasing):
             self._tasks.append(asyncio.create_task(self._grid_loop(), name="grid"))
             if self.live_interval:
                 self._tasks.append(asyncio.create_task(self._live_loop(), name="live"))
+        if self.ingest_stream:
+            self._tasks.append(asyncio.create_task(self._stream_loop(), name="ingest-stream"))
         for source in self.sources:
             self._tasks.append(asyncio.create_task(self._run_source(source), name=source.name))
 
+    async def _stand_down(self) -> None:
+        """Stop publishing and reading: another engine leads now."""
+        await self._cancel_tasks()
+        self.state = "standby"
+        log.warning("standing by: another engine holds the leader lease")
+
+    async def _lease_loop(self) -> None:
+        assert self.lease is not None
+        while True:
+            leading = await self.lease.hold()
+            if leading and self.state != "running":
+                log.info("leading: taking over from the saved state")
+                await self._lead()
+            elif not leading and self.state == "running":
+                await self._stand_down()
+            await asyncio.sleep(self.lease.ttl_seconds / 3)
+
+    async def _stream_loop(self) -> None:
+        """Apply the durable ingest stream from where the saved state left it."""
+        delay = 0.1
+        while True:
+            try:
+                entries = await self.store.read_ticks(self.stream_id, STREAM_BATCH, 1000)
+                delay = 0.1
+            except StoreUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            for entry_id, ticks in entries:
+                self.submit_report(ticks)
+                self.stream_id = entry_id
+
     async def stop(self) -> None:
-        """Cancel the grid loop and the sources and wait for them."""
+        """Cancel every task and give the lease up."""
         self.state = "stopped"
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
+        await self._cancel_tasks()
+        if self.lease is not None:
+            await self.lease.release()
+
+    async def _cancel_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -593,6 +676,9 @@ class Engine(Rebasing):
             if math.isnan(self.stats.last_publish_seconds)
             else round(self.stats.last_publish_seconds * 1000, 3),
             "store": self.store.name,
+            "leader": None if self.lease is None else self.lease.held,
+            "backlog": len(self.backlog),
+            "stream_id": self.stream_id if self.ingest_stream else None,
             "feed": "stale"
             if self.last_tick_epoch is None
             or self.clock() - self.last_tick_epoch > self.feed_stale_seconds

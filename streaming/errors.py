@@ -60,3 +60,7 @@ class UnknownIndexError(IndexTickerError):
 
 class StoreUnavailable(IndexTickerError):
     """The state store (Redis) does not answer."""
+
+
+class LeaseLost(IndexTickerError):
+    """Another engine holds the leader lease: this one must not write."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -113,3 +114,34 @@ def parse_batch(
         except TickRejected as error:
             rejections.append(Rejection(position, error.field, error.reason))
     return ticks, rejections
+
+
+def encode_ticks(ticks: Sequence[Tick]) -> str:
+    """Validated ticks as compact JSON for the durable ingest stream."""
+    return json.dumps(
+        [
+            [
+                t.secid,
+                t.price,
+                t.time.timestamp(),
+                t.volume,
+                None if t.phase is None else t.phase.value,
+            ]
+            for t in ticks
+        ],
+        separators=(",", ":"),
+    )
+
+
+def decode_ticks(text: str | bytes) -> list[Tick]:
+    """The inverse of encode_ticks (the ticks were validated before they were written)."""
+    return [
+        Tick(
+            secid=secid,
+            price=float(price),
+            time=datetime.fromtimestamp(epoch, tz=UTC),
+            volume=volume,
+            phase=None if phase is None else Phase(phase),
+        )
+        for secid, price, epoch, volume, phase in json.loads(text)
+    ]

@@ -85,20 +85,33 @@ class FailingStore(MemoryStore):
 
     failing = True
 
-    async def commit(self, state: EngineState, publications: Sequence[Publication]) -> None:
+    async def commit(
+        self,
+        state: EngineState,
+        publications: Sequence[Publication],
+        lease: tuple[str, int] | None = None,
+    ) -> None:
         if self.failing:
             raise ConnectionError("store is down")
-        await super().commit(state, publications)
+        await super().commit(state, publications, lease)
 
 
-async def test_failed_commit_does_not_advance_sequence() -> None:
+async def test_store_outage_keeps_publishing_locally_and_history_catches_up() -> None:
     store = FailingStore()
     engine = Engine(small_definition(), store, clock=lambda: GRID)
-    assert await engine.publish(GRID) == []
-    assert engine.stats.commit_failures == 1
+    updates = store.subscribe()
+    during = await engine.publish(GRID)
+    assert [p.seq for p in during] == [1, 1]  # the sequence goes on
+    assert engine.stats.commit_failures == 1 and len(engine.backlog) == 2
+    async with asyncio.timeout(2):
+        delivered = [await anext(aiter(updates)), await anext(aiter(updates))]
+    assert [p.seq for p in delivered] == [1, 1]  # subscribers of this process still get it
+    assert await store.history("IMOEX", None, None, 10) == []
     store.failing = False
-    published = await engine.publish(GRID + 1)
-    assert [p.seq for p in published] == [1, 1]
+    after = await engine.publish(GRID + 1)
+    assert [p.seq for p in after] == [2, 2]
+    assert [p.seq for p in await store.history("IMOEX", None, None, 10)] == [1, 2]
+    assert not engine.backlog
 
 
 async def test_grid_loop_publishes_on_whole_seconds() -> None:

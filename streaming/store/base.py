@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from streaming.publication import EngineState, Publication
+from streaming.ticks import Tick
 
 DEFAULT_HISTORY_LIMIT = 20_000  # values kept per index: more than a day at a 15 s cadence
 
@@ -27,9 +28,15 @@ class Store(Protocol):
     async def load_state(self) -> EngineState | None:
         """The state saved with the last publication, or None on a fresh store."""
 
-    async def commit(self, state: EngineState, publications: Sequence[Publication]) -> None:
+    async def commit(
+        self,
+        state: EngineState,
+        publications: Sequence[Publication],
+        lease: tuple[str, int] | None = None,
+    ) -> None:
         """Save state, latest values and history, then announce the publications, in one
-        round trip where the backend allows it."""
+        round trip where the backend allows it; with a lease, only while it is still held
+        (LeaseLost otherwise)."""
 
     async def latest(self) -> dict[str, Publication]:
         """The last published value per index code."""
@@ -46,6 +53,26 @@ class Store(Protocol):
     async def replay_after(self, code: str, seq: int, limit: int) -> list[Publication] | None:
         """Publications of one index above a sequence number, ascending, at most `limit`;
         None when the history kept no longer reaches back to seq + 1 (the client has a gap)."""
+
+    def deliver_locally(self, publications: Sequence[Publication]) -> None:
+        """Hand publications to this process's subscribers only (the store is unreachable)."""
+
+    async def acquire_lease(self, owner: str, ttl_ms: int) -> tuple[str, int] | None:
+        """Take the leader lease if free: (owner, fencing token), else None."""
+
+    async def renew_lease(self, lease: tuple[str, int], ttl_ms: int) -> bool:
+        """Extend the lease while it is still this engine's."""
+
+    async def release_lease(self, lease: tuple[str, int]) -> None:
+        """Give the lease up."""
+
+    async def append_ticks(self, ticks: Sequence[Tick]) -> str:
+        """Add validated ticks to the durable ingest stream; the entry id."""
+
+    async def read_ticks(
+        self, after: str, count: int, block_ms: int | None
+    ) -> list[tuple[str, list[Tick]]]:
+        """Ingest stream entries after an id, oldest first (waits up to block_ms for one)."""
 
     async def announce_live(self, message: str) -> None:
         """Send a live-values message (JSON text) to every API process."""

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from streaming.errors import LeaseLost
 from streaming.publication import EngineState, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
+from streaming.ticks import Tick
 
 T = TypeVar("T")
 
@@ -129,6 +133,11 @@ class MemoryStore:
         self._history: dict[str, deque[Publication]] = {}
         self._fanout: Fanout[Publication] = Fanout(subscriber_queue)
         self._live: Fanout[str] = Fanout(subscriber_queue)
+        self._lease: tuple[str, int] | None = None
+        self._lease_until = 0.0
+        self._fence = 0
+        self._tick_entries: list[tuple[int, list[Tick]]] = []
+        self._tick_arrived = asyncio.Event()
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -146,8 +155,15 @@ class MemoryStore:
         """A copy of the last committed state, or None before the first commit."""
         return None if self._state is None else _copy_state(self._state)
 
-    async def commit(self, state: EngineState, publications: Sequence[Publication]) -> None:
+    async def commit(
+        self,
+        state: EngineState,
+        publications: Sequence[Publication],
+        lease: tuple[str, int] | None = None,
+    ) -> None:
         """Save state, latest values and history, then hand the publications to subscribers."""
+        if lease is not None and lease != self._lease:
+            raise LeaseLost("the leader lease is held by another engine")
         # A copy, as Redis would keep: the engine goes on mutating its own state object.
         self._state = _copy_state(state)
         for publication in publications:
@@ -200,6 +216,46 @@ class MemoryStore:
         """Publications of `code` with a sequence number above `seq`, ascending (at most
         `limit`); None when the history kept no longer reaches back to seq + 1 (a gap)."""
         return select_after(list(self._history.get(code, ())), seq, limit)
+
+    def deliver_locally(self, publications: Sequence[Publication]) -> None:
+        """Hand publications to subscribers without storing them."""
+        self._fanout.publish(publications)
+
+    async def acquire_lease(self, owner: str, ttl_ms: int) -> tuple[str, int] | None:
+        """The leader lease within this process (a memory store has one engine)."""
+        now = time.monotonic()
+        if self._lease is not None and self._lease_until > now and self._lease[0] != owner:
+            return None
+        self._fence += 1
+        self._lease, self._lease_until = (owner, self._fence), now + ttl_ms / 1000
+        return self._lease
+
+    async def renew_lease(self, lease: tuple[str, int], ttl_ms: int) -> bool:
+        if self._lease != lease:
+            return False
+        self._lease_until = time.monotonic() + ttl_ms / 1000
+        return True
+
+    async def release_lease(self, lease: tuple[str, int]) -> None:
+        if self._lease == lease:
+            self._lease = None
+
+    async def append_ticks(self, ticks: Sequence[Tick]) -> str:
+        """Keep validated ticks in an in-process stream (not durable: the process is the store)."""
+        self._tick_entries.append((len(self._tick_entries) + 1, list(ticks)))
+        self._tick_arrived.set()
+        return f"{len(self._tick_entries)}-0"
+
+    async def read_ticks(
+        self, after: str, count: int, block_ms: int | None
+    ) -> list[tuple[str, list[Tick]]]:
+        """Entries after an id, oldest first, waiting up to block_ms for one."""
+        start = int(after.split("-")[0]) if after not in ("", "$") else len(self._tick_entries)
+        if start >= len(self._tick_entries) and block_ms:
+            self._tick_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tick_arrived.wait(), block_ms / 1000)
+        return [(f"{n}-0", ticks) for n, ticks in self._tick_entries[start : start + count]]
 
     async def announce_live(self, message: str) -> None:
         """Hand a live-values message (JSON text) to this process's live subscribers."""

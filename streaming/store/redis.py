@@ -15,11 +15,12 @@ subscription is down (Redis restarting) are not replayed: `latest()` is the way 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -27,13 +28,14 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streaming.errors import ConfigError, IndexTickerError, StoreUnavailable
+from streaming.errors import ConfigError, IndexTickerError, LeaseLost, StoreUnavailable
 from streaming.publication import EngineState, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
 from streaming.store.memory import DEFAULT_SUBSCRIBER_QUEUE, Fanout, select_after
+from streaming.ticks import Tick, decode_ticks, encode_ticks
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,43 @@ COMMAND_RETRIES = 2  # extra attempts of a command whose connection broke (a res
 
 # Errors that mean "Redis is not reachable right now", as opposed to a bad command or reply.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+
+
+TICK_STREAM_MAX = 1_000_000  # entries kept in the ingest stream (approximately)
+
+Lease = tuple[str, int]  # (owner, fencing token)
+
+# Take the lease only if free; each take gets the next fencing token.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], 'taking', 'NX', 'PX', ARGV[2]) then
+  local fence = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'PX', ARGV[2])
+  return fence
+end
+return nil
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def lease_value(lease: Lease) -> str:
+    return f"{lease[0]}:{lease[1]}"
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def redact_url(url: str) -> str:
@@ -112,6 +151,9 @@ class RedisStore:
         self.state_key = f"{namespace}:state"
         self.latest_key = f"{namespace}:latest"
         self.channel = f"{namespace}:publications"
+        self.leader_key = f"{namespace}:leader"
+        self.fence_key = f"{namespace}:fence"
+        self.ticks_key = f"{namespace}:ticks"
         self._client: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listening = False
@@ -209,11 +251,21 @@ class RedisStore:
             raise self._unavailable(exc) from exc
         return None if raw is None else EngineState.loads(raw)
 
-    async def commit(self, state: EngineState, publications: Sequence[Publication]) -> None:
-        """Write state, latest, history (trimmed) and announce, in one MULTI/EXEC round trip."""
+    async def commit(
+        self, state: EngineState, publications: Sequence[Publication], lease: Lease | None = None
+    ) -> None:
+        """Write state, latest, history (trimmed) and announce, in one MULTI/EXEC round trip.
+        With a lease, only while Redis still says this engine holds it (else LeaseLost)."""
         records = [(publication, publication.record()) for publication in publications]
         try:
             async with self._redis().pipeline(transaction=True) as pipe:
+                if lease is not None:
+                    # Fencing: a paused old leader finds another holder and writes nothing.
+                    await pipe.watch(self.leader_key)
+                    holder = await pipe.get(self.leader_key)
+                    if _text(holder) != lease_value(lease):
+                        raise LeaseLost(f"the leader lease is held by {_text(holder)!r}")
+                    pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
                 pipe.set(self.state_key, state.dumps())
                 if records:
                     pipe.hset(
@@ -230,8 +282,77 @@ class RedisStore:
                 for _, record in records:
                     pipe.publish(self.channel, record)
                 await pipe.execute()
+        except WatchError:
+            raise LeaseLost("the leader lease changed hands during the commit") from None
         except _UNREACHABLE as exc:
             raise self._unavailable(exc) from exc
+
+    def deliver_locally(self, publications: Sequence[Publication]) -> None:
+        """Hand publications to this process's subscribers only (Redis is away)."""
+        self._fanout.publish(publications)
+
+    # --- the leader lease -------------------------------------------------------------------
+
+    async def acquire_lease(self, owner: str, ttl_ms: int) -> Lease | None:
+        """Take the leader lease if nobody holds it: (owner, fencing token), else None."""
+        try:
+            fence = await self._redis().eval(
+                _ACQUIRE, 2, self.leader_key, self.fence_key, owner, str(ttl_ms)
+            )
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        return None if fence is None else (owner, int(fence))
+
+    async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
+        """Extend the lease while this engine still holds it."""
+        try:
+            renewed = await self._redis().eval(
+                _RENEW, 1, self.leader_key, lease_value(lease), str(ttl_ms)
+            )
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        return bool(renewed)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up (a clean stop), so a standby need not wait for it to expire."""
+        with contextlib.suppress(*_UNREACHABLE):
+            await self._redis().eval(_RELEASE, 1, self.leader_key, lease_value(lease))
+
+    # --- the durable tick stream -----------------------------------------------------------
+
+    async def append_ticks(self, ticks: Sequence[Tick]) -> str:
+        """Add validated ticks to the ingest stream; the entry id."""
+        try:
+            entry = await self._redis().xadd(
+                self.ticks_key,
+                {"ticks": encode_ticks(ticks)},
+                maxlen=TICK_STREAM_MAX,
+                approximate=True,
+            )
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        return _text(entry) or ""
+
+    async def read_ticks(
+        self, after: str, count: int, block_ms: int | None
+    ) -> list[tuple[str, list[Tick]]]:
+        """Stream entries after an id (oldest first), waiting up to block_ms for one."""
+        try:
+            answer: Any = await self._redis().xread(
+                {self.ticks_key: after}, count=count, block=block_ms
+            )
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        entries: list[tuple[str, list[Tick]]] = []
+        for _, items in answer or []:
+            for entry_id, fields in items:
+                raw = fields.get(b"ticks", fields.get("ticks"))
+                try:
+                    entries.append((_text(entry_id) or "", decode_ticks(raw)))
+                except (ValueError, TypeError, KeyError) as exc:
+                    log.error("skipping unreadable tick stream entry %s: %s", entry_id, exc)
+                    entries.append((_text(entry_id) or "", []))
+        return entries
 
     async def latest(self) -> dict[str, Publication]:
         """The last committed value per index code (unreadable entries are logged and left out)."""
