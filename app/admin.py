@@ -98,7 +98,10 @@ def parse_effective(text: str, family: Family) -> datetime:
             raise ApiError(
                 422, f"effective: not a calendar date: {text!r}", field="effective"
             ) from None
-        return effective_moment(day, family.session.utc_offset)
+        try:
+            return effective_moment(day, family.session.utc_offset)
+        except OverflowError:  # the first or the last day there is, less the offset
+            raise ApiError(422, f"effective: out of range: {text!r}", field="effective") from None
     try:
         return parse_time(value, "effective")
     except TickRejected as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.models import ErrorBody
 from streaming.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -88,3 +90,30 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Exception, _unexpected)
+    _document_one_error_shape(app)
+
+
+def _document_one_error_shape(app: FastAPI) -> None:
+    """Make the OpenAPI document say so too: FastAPI describes its 422 as a list of pydantic
+    errors, which _validation_error never sends."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        wrong = "#/components/schemas/HTTPValidationError"
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+        for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
+            content = operation.get("responses", {}).get("422", {}).get("content", {})
+            body = content.get("application/json", {})
+            if body.get("schema", {}).get("$ref") == wrong:
+                body["schema"] = {"$ref": "#/components/schemas/ErrorBody"}
+        if wrong not in json.dumps(schema):
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

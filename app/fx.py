@@ -129,6 +129,7 @@ def take_updates(engine: Engine, raws: list[object]) -> dict[str, Any]:
         (403, "wrong token (the admin token is not an ingest token)"),
         (413, "body or batch too large"),
         (422, "body is not an object or an array"),
+        (429, "over the rate limit of the token: retry after Retry-After seconds"),
         (503, "this process runs no engine"),
     ),
 )
@@ -140,6 +141,7 @@ async def post_fx(
     """Feed USD/RUB rates: a CBR rate (rate_date) switches in by the CBR rule, any other at its
     time (default: now); bad updates are refused one by one."""
     check_bearer(authorization, services.ingest_token)
+    services.ingest_limit.enforce(services.ingest_token)
     engine = services.engine
     if engine is None:
         raise ApiError(503, "this process serves the API only and accepts no FX updates")

@@ -16,6 +16,7 @@ from app.auth import check_bearer
 from app.errors import ApiError
 from app.models import IngestResult, error_responses
 from app.services import Services, services_of
+from streaming.errors import StoreUnavailable
 from streaming.ticks import Rejection, Tick, parse_batch
 
 router = APIRouter(tags=["ingest"])
@@ -137,6 +138,7 @@ def _validate(
         (403, "wrong token"),
         (413, "body or batch too large"),
         (422, "body is not a JSON array"),
+        (429, "over the rate limit of the token: retry after Retry-After seconds"),
         (503, "this process runs no engine"),
     ),
 )
@@ -147,15 +149,34 @@ async def post_ticks(
 ) -> dict[str, Any]:
     """Apply a batch of trade prices; bad ticks are refused one by one, good ones still apply."""
     check_bearer(authorization, services.ingest_token)
+    services.ingest_limit.enforce(services.ingest_token)
     engine = services.engine
-    if engine is None:
+    if engine is None and not services.ingest_stream:
         raise ApiError(503, "this process serves the API only and accepts no ticks")
+    known = (
+        engine.known_secids if engine is not None else frozenset(services.family.universe().secids)
+    )
     body = await read_body(request, services.max_body_bytes)
     received = datetime.now(UTC)
     # Parsing a large batch takes a while; keep the event loop free for the WebSocket fan-out.
     ticks, rejections = await run_in_threadpool(
-        _validate, body, services.max_ticks_per_request, engine.known_secids, received
+        _validate, body, services.max_ticks_per_request, known, received
     )
+    if services.ingest_stream:
+        # Durable: the engine (whichever leads) applies the stream; the guard reports in its log.
+        if ticks:
+            try:
+                await services.store.append_ticks(ticks)
+            except StoreUnavailable as error:
+                raise ApiError(503, f"ticks not accepted: {error}") from None
+        return {
+            "accepted": len(ticks),
+            "rejected": [r.as_dict() for r in rejections],
+            "held": [],
+            "discarded": [],
+            "queued": True,
+        }
+    assert engine is not None
     report = engine.submit_report(ticks)
     # The engine numbers the valid ticks it was given; the client knows its own body positions.
     positions = body_positions(len(ticks) + len(rejections), rejections)
@@ -164,6 +185,7 @@ async def post_ticks(
         "rejected": [r.as_dict() for r in rejections],
         "held": [_guarded(positions, *entry) for entry in report.held],
         "discarded": [_guarded(positions, *entry) for entry in report.discarded],
+        "queued": False,
     }
 
 

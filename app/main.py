@@ -10,11 +10,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 import streaming
-from app import admin, fx, history, ingest, rest, ws
+from app import admin, fx, history, ingest, redaction, rest, ws
 from app.broadcast import Broadcaster
 from app.errors import install_error_handlers
 from app.models import error_responses
@@ -57,6 +58,17 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     app.state.broadcaster = broadcaster
+    if services.cors_origins:
+        # Off unless configured: without origins no response carries a CORS header at all.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(services.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    redaction.install()  # no API key from a query string or header in the server's logs
     install_error_handlers(app)
     app.include_router(rest.router)
     app.include_router(history.router)
@@ -98,6 +110,9 @@ async def readyz(request: Request) -> JSONResponse:
     if services.engine is not None:
         body["engine"] = jsonable_encoder(services.engine.status())
     if not answered:
+        if services.engine is not None and services.engine.state == "running":
+            # Still computing and pushing to this process's subscribers from memory.
+            body["status"] = "degraded"
         body = {"detail": f"state store {services.store.name!r} does not answer", **body}
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)

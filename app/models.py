@@ -79,6 +79,11 @@ class History(BaseModel):
 class IngestResult(BaseModel):
     """What happened to a batch of ticks."""
 
+    queued: bool = Field(
+        False,
+        description="true when the ticks went to the durable ingest stream: the engine applies"
+        " them within moments, and its guard reports held ticks in its log",
+    )
     accepted: int = Field(description="ticks applied to the index state (FX ticks included)")
     rejected: list[dict[str, Any]] = Field(
         description="one {index, field, reason} per refused tick, index = position in the batch"

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 
 from app.access import Access
 from app.errors import ApiError
+from app.ratelimit import RateLimiter
 from streaming.engine import Engine
 from streaming.errors import ConfigError
 from streaming.methodology.calculator import IndexSpec
@@ -43,6 +44,9 @@ class Services:
     ws_live_min_interval_ms: int = 100  # the shortest live-channel interval a client may ask for
     ws_replay_limit: int = 10_000  # updates replayed per index on resume; more: a gap snapshot
     access: Access = field(default_factory=Access)  # API keys and connection limits
+    ingest_stream: bool = False  # POST /v1/ticks appends to the store's durable stream
+    ingest_limit: RateLimiter = field(default_factory=RateLimiter)  # ticks and FX, per token
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed by CORS; empty: no CORS at all
 
     def __post_init__(self) -> None:
         if isinstance(self.definition, IndexDefinition):

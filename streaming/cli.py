@@ -100,6 +100,8 @@ def run_serve(args: argparse.Namespace) -> int:
         seed=args.seed,
         replay_speed=args.replay_speed,
         namespace=args.namespace,
+        ingest_stream=True if args.ingest_stream else None,
+        leader_lease=True if args.standby else None,
         log_level=args.log_level,
     )
     serve(settings)
@@ -173,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="with replay: N = recorded time at N× (the engine's clock runs from the file's first "
         "tick, so the grid and the session are the recorded day's; default 1); 0 = flat out",
+    )
+    s.add_argument(
+        "--ingest-stream",
+        action="store_true",
+        help="with --redis-url: POST /v1/ticks writes to the durable Redis stream the engine "
+        "reads, so ticks accepted before a crash are applied after it",
+    )
+    s.add_argument(
+        "--standby",
+        action="store_true",
+        help="with --redis-url: take part in leader election; run two or more such processes and "
+        "the lease holder publishes while the others stand by and take over",
     )
     s.add_argument(
         "--namespace",

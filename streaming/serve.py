@@ -13,6 +13,7 @@ import uvicorn
 
 from streaming.clock import ReplayClock
 from streaming.engine import Engine
+from streaming.leader import LeaderLease
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
 from streaming.methodology.timetable import AroundTheClock, Timetable
@@ -77,6 +78,12 @@ def assemble(settings: Settings) -> Assembly:
     family = load_family(settings.definition or DEFAULT_FAMILY)
     store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
     clock, rate = make_clock(settings)
+    cadence = settings.cadence or family.cadence_seconds
+    lease = (
+        LeaderLease(store, settings.lease_seconds or max(1.0, cadence / 2))
+        if settings.leader_lease
+        else None
+    )
     engine = Engine(
         family,
         store,
@@ -86,6 +93,8 @@ def assemble(settings: Settings) -> Assembly:
         fx_rate=settings.fx_rate,
         clock=clock,
         clock_rate=rate,
+        lease=lease,
+        ingest_stream=settings.ingest_stream,
     )
     token, generated = ingest_token()
     return Assembly(family, engine, token, generated, admin_token())
@@ -94,6 +103,7 @@ def assemble(settings: Settings) -> Assembly:
 def make_services(settings: Settings, parts: Assembly) -> Services:
     """The API's services from settings: limits, the feed's policies, API keys."""
     from app.access import Access
+    from app.ratelimit import RateLimiter
     from app.services import Services
 
     access = Access(
@@ -118,6 +128,9 @@ def make_services(settings: Settings, parts: Assembly) -> Services:
         ws_live_min_interval_ms=settings.ws_live_min_interval_ms,
         ws_replay_limit=settings.ws_replay_limit,
         access=access,
+        ingest_limit=RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst),
+        cors_origins=settings.cors_origins,
+        ingest_stream=settings.ingest_stream,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ TOKEN_ENV = "INDEX_TICKER_INGEST_TOKEN"
 ADMIN_TOKEN_ENV = "INDEX_TICKER_ADMIN_TOKEN"
 API_KEYS_ENV = "INDEX_TICKER_API_KEYS"
 SESSIONS = ("always", "moex")
+ORIGIN = re.compile(r"https?://[^/\s?#]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,14 @@ class Settings:
     ws_max_connections_per_key: int = 64
     ws_max_connections_per_address: int = 256
     api_keys_redis: bool = False  # also accept the keys in the Redis set {namespace}:api_keys
+    # Security limits (docs/reliability.md).
+    ingest_rate_per_second: float = 200.0  # POST /v1/ticks and /v1/fx per token; 0: no limit
+    ingest_burst: int = 400  # requests one token may send at once before the rate applies
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; none: no CORS
+    # Reliability (docs/reliability.md).
+    ingest_stream: bool = False  # ticks go through the durable Redis stream {namespace}:ticks
+    leader_lease: bool = False  # several engines on one Redis: the lease holder publishes
+    lease_seconds: float | None = None  # None: half the cadence, at least 1 s
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -77,6 +87,7 @@ class Settings:
         ):
             raise ConfigError("redis_url", "must start with redis://, rediss:// or unix://")
         self._check_feed_settings()
+        self._check_security_settings()
 
     def _check_feed_settings(self) -> None:
         for name in ("ws_ping_interval", "ws_ping_timeout"):
@@ -103,8 +114,26 @@ class Settings:
                 "ws_live_min_interval_ms",
                 f"must be at least 10, got {self.ws_live_min_interval_ms}",
             )
+        for name in ("ingest_stream", "leader_lease"):
+            if getattr(self, name) and self.redis_url is None:
+                raise ConfigError(name, "needs redis_url: it lives in Redis")
+        if self.lease_seconds is not None and not self.lease_seconds > 0:
+            raise ConfigError("lease_seconds", f"must be positive, got {self.lease_seconds}")
         if self.api_keys_redis and self.redis_url is None:
             raise ConfigError("api_keys_redis", "needs redis_url: the keys are a Redis set")
+
+    def _check_security_settings(self) -> None:
+        rate = self.ingest_rate_per_second
+        if not (math.isfinite(rate) and rate >= 0):
+            raise ConfigError("ingest_rate_per_second", f"must be 0 or more, got {rate!r}")
+        if self.ingest_burst < 1:
+            raise ConfigError("ingest_burst", f"must be at least 1, got {self.ingest_burst}")
+        for origin in self.cors_origins:
+            # A browser sends scheme://host[:port] and nothing else: anything more never matches.
+            if not isinstance(origin, str) or not (origin == "*" or ORIGIN.fullmatch(origin)):
+                raise ConfigError(
+                    "cors_origins", f"{origin!r}: must be '*' or scheme://host[:port], no path"
+                )
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given keys replaced; None means 'not given' and keeps the value."""
@@ -129,6 +158,8 @@ def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Se
         expected: tuple[type, ...]
         if kind == "bool":
             expected = (bool,)
+        elif kind.startswith("tuple"):
+            expected = (list,)
         elif "float" in kind:
             expected = (int, float)
         elif "int" in kind:
@@ -137,7 +168,10 @@ def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Se
             expected = (str,)
         if (isinstance(value, bool) and kind != "bool") or not isinstance(value, expected):
             raise ConfigError(key, f"has the wrong type {type(value).__name__}", str(file))
-        values[key] = float(value) if "float" in kind else value
+        if isinstance(value, list):
+            values[key] = tuple(value)  # element types are checked by Settings
+        else:
+            values[key] = float(value) if "float" in kind else value
     if isinstance(values.get("definition"), str) and not Path(values["definition"]).is_absolute():
         values["definition"] = str((file.resolve().parent / values["definition"]).resolve())
     try:

@@ -56,7 +56,10 @@ def parse_time(value: object, field: str = "time") -> datetime:
         raise TickRejected(field, f"not an ISO 8601 time: {value!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # an offset that carries the moment past year 1 or 9999
+        raise TickRejected(field, f"out of range: {value!r}") from None
 
 
 def parse_tick(raw: object, known_secids: Container[str], now: datetime) -> Tick:

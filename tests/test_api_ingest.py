@@ -82,7 +82,13 @@ async def test_scheme_is_case_insensitive(served: Served) -> None:
     headers = {"Authorization": f"bearer {TOKEN}"}
     response = await client.post("/v1/ticks", json=[], headers=headers)
     assert response.status_code == 200
-    assert response.json() == {"accepted": 0, "rejected": [], "held": [], "discarded": []}
+    assert response.json() == {
+        "accepted": 0,
+        "rejected": [],
+        "held": [],
+        "discarded": [],
+        "queued": False,
+    }
 
 
 async def test_empty_configured_token_refuses_every_request() -> None:
@@ -231,7 +237,13 @@ async def test_chunked_body_without_length_is_cut_off_while_reading(served: Serv
     assert engine.stats.ticks_applied == 0
     # The connection pool recovers: the next request is served normally.
     ok = await client.post("/v1/ticks", json=[{"secid": "AAAA", "price": 101.0}], headers=AUTH)
-    assert ok.json() == {"accepted": 1, "rejected": [], "held": [], "discarded": []}
+    assert ok.json() == {
+        "accepted": 1,
+        "rejected": [],
+        "held": [],
+        "discarded": [],
+        "queued": False,
+    }
 
 
 async def test_content_length_over_the_limit_is_refused_before_the_body_arrives(

@@ -118,7 +118,13 @@ async def test_values_after_publications(
 
     ticks = [{"secid": "AAAA", "price": 123.45}, {"secid": "CCCP", "price": 187.3}]
     posted = await client.post("/v1/ticks", json=ticks, headers=AUTH)
-    assert posted.json() == {"accepted": 2, "rejected": [], "held": [], "discarded": []}
+    assert posted.json() == {
+        "accepted": 2,
+        "rejected": [],
+        "held": [],
+        "discarded": [],
+        "queued": False,
+    }
     await publish(server, engine, GRID + 1)
     expected_imoex, expected_rtsi = by_hand({"AAAA": 123.45, "CCCP": 187.3})
     listing = {entry["code"]: entry for entry in (await client.get("/v1/indices")).json()}

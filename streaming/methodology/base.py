@@ -90,6 +90,13 @@ def _data_lines(text: str) -> tuple[list[str], int]:
 
 def parse_base_csv(text: str, path: str = "<memory>") -> IndexBase:
     """Parse a base in the ISS analytics layout; every error names file, row, column, reason."""
+    try:
+        return _parse_base_csv(text, path)
+    except csv.Error as error:  # e.g. a cell beyond the csv module's field size limit
+        raise BaseLoadError(path, None, None, f"not readable as CSV: {error}") from None
+
+
+def _parse_base_csv(text: str, path: str) -> IndexBase:
     lines, skipped = _data_lines(text.lstrip("\ufeff"))
     if not lines:
         raise BaseLoadError(path, None, None, "no header line")
@@ -196,6 +203,8 @@ def load_base_csv(path: str | Path) -> IndexBase:
         raise BaseLoadError(name, None, None, f"cannot read: {error.strerror}") from None
     except UnicodeDecodeError:
         raise BaseLoadError(name, None, None, "not UTF-8 text") from None
+    except ValueError as error:  # a path no file can have (an embedded NUL)
+        raise BaseLoadError(name, None, None, f"cannot read: {error}") from None
     return parse_base_csv(text, name)
 
 

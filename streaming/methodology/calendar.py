@@ -143,6 +143,8 @@ def load_calendar(path: Path | str = DEFAULT_CALENDAR) -> ExchangeCalendar:
         raise CalendarLoadError(str(path), None, None, f"cannot read: {error.strerror}") from None
     except UnicodeDecodeError:
         raise CalendarLoadError(str(path), None, None, "not UTF-8 text") from None
+    except ValueError as error:  # a path no file can have (an embedded NUL)
+        raise CalendarLoadError(str(path), None, None, f"cannot read: {error}") from None
     return parse_calendar(text, str(path))
 
 

@@ -621,6 +621,8 @@ def _rule_from_table(name: str, table: Mapping[str, Any], source: str | None) ->
     offset = table.get("utc_offset_hours", 3)
     if isinstance(offset, bool) or not isinstance(offset, int | float) or not math.isfinite(offset):
         raise ConfigError("fx.utc_offset_hours", f"must be a number, got {offset!r}", source)
+    if abs(offset) > 14:  # CbrRule checks it too, but a huge value overflows timedelta first
+        raise ConfigError("fx.utc_offset_hours", f"must be within ±14 hours, got {offset}", source)
     raw_holidays = table.get("holidays", [])
     if not isinstance(raw_holidays, list):
         raise ConfigError("fx.holidays", "must be a list of YYYY-MM-DD dates", source)
