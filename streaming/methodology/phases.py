@@ -268,8 +268,12 @@ def _spec_from_mapping(data: Mapping[str, Any], prefix: str) -> SessionSpec:
             or not math.isfinite(hours)
         ):
             raise ConfigError(prefix + "utc_offset_hours", f"must be a number, got {hours!r}")
-        if abs(hours) > 14:  # no exchange is further from UTC; timedelta overflows on huge values
-            raise ConfigError(prefix + "utc_offset_hours", f"must be within ±14 hours, got {hours}")
+        if not MIN_OFFSET_HOURS <= hours <= MAX_OFFSET_HOURS:  # timedelta overflows on huge ones
+            raise ConfigError(
+                prefix + "utc_offset_hours",
+                f"must be whole minutes from {MIN_OFFSET_HOURS} to +{MAX_OFFSET_HOURS} hours,"
+                f" got {hours}",
+            )
         offset = timedelta(hours=hours)
     return SessionSpec(continuous, auction, opening, extended, offset)
 
