@@ -134,6 +134,9 @@ def make_services(settings: Settings, parts: Assembly) -> Services:
     )
 
 
+SHUTDOWN_GRACE_SECONDS = 5
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's settings: address, logging, and the WebSocket keepalive and compression."""
     return {
@@ -144,6 +147,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws_ping_interval": settings.ws_ping_interval or None,
         "ws_ping_timeout": settings.ws_ping_timeout or None,
         "ws_per_message_deflate": settings.ws_per_message_deflate,
+        # A stop does not wait for ever on clients that never close.
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
     }
 
 
