@@ -6,9 +6,11 @@ their own on a port they control (restarts, outages) without touching the shared
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -198,3 +200,14 @@ async def store_factory(
 async def store(store_factory: StoreFactory) -> Store:
     """An opened, empty store of the kind under test."""
     return await store_factory()
+
+
+def start_service(port: int, *flags: str, token: str) -> subprocess.Popen[bytes]:
+    """`index-ticker serve` as a real process on 127.0.0.1:`port` with the given flags and ingest
+    token, its output discarded; the caller stops it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "streaming.cli", "serve", "--port", str(port), *flags],
+        env={**os.environ, "INDEX_TICKER_INGEST_TOKEN": token},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

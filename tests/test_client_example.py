@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import free_port
+from conftest import free_port, start_service
 from serving import make_app, make_engine, running, wait_until
 
 from streaming.store.memory import MemoryStore
@@ -182,30 +182,11 @@ async def test_the_example_resumes_after_a_dropped_connection_without_loss() -> 
     assert "connection lost" in stderr and "duplicate" not in stderr and "conflated" not in stderr
 
 
-def start_service(port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streaming.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--redis-url",
-            redis_url,
-            "--namespace",
-            "client-example",
-            "--feed",
-            "simulator",
-            "--cadence",
-            "1",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "INDEX_TICKER_INGEST_TOKEN": "client-example-token-0123456789"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    return start_service(
+        port, "--redis-url", redis_url, "--namespace", "client-example", "--feed", "simulator",
+        "--cadence", "1", "--log-level", "warning", token="client-example-token-0123456789",
+    )  # fmt: skip
 
 
 async def answering(port: int) -> bool | None:
@@ -220,7 +201,7 @@ async def answering(port: int) -> bool | None:
 @contextlib.asynccontextmanager
 async def service(port: int, redis_url: str) -> AsyncIterator[Callable[[], None]]:
     """The whole service in a process of its own; yields a function that kills it outright."""
-    process = start_service(port, redis_url)
+    process = start(port, redis_url)
     try:
         await wait_until(lambda: answering(port), timeout=30)
         yield process.kill

@@ -3,44 +3,24 @@ value served is the last one published, prices are the same, sequence numbers co
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import free_port, start_service
 
 TOKEN = "restart-test-token-0123456789"
 
 
-def start_service(port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "INDEX_TICKER_INGEST_TOKEN": TOKEN}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streaming.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--redis-url",
-            redis_url,
-            "--feed",
-            "none",
-            "--cadence",
-            "1",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    return start_service(
+        port, "--redis-url", redis_url, "--feed", "none", "--cadence", "1",
+        "--log-level", "warning", token=TOKEN,
+    )  # fmt: skip
 
 
 def wait_for(url: str, predicate: Any, timeout: float = 20.0) -> Any:
@@ -67,7 +47,7 @@ def test_kill_9_and_restart_serves_the_last_published_value(
     redis_url: str, service_port: int
 ) -> None:
     base = f"http://127.0.0.1:{service_port}"
-    first = start_service(service_port, redis_url)
+    first = start(service_port, redis_url)
     try:
         wait_for(f"{base}/v1/indices/IMOEX", lambda body: body["seq"] >= 1)
         posted = httpx.post(
@@ -85,7 +65,7 @@ def test_kill_9_and_restart_serves_the_last_published_value(
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-    second = start_service(service_port, redis_url)
+    second = start(service_port, redis_url)
     try:
         served = wait_for(f"{base}/v1/indices/IMOEX", lambda body: True)
         # What the killed process published last is what the new one serves first (or a

@@ -4,9 +4,6 @@ clock runs from the file's first tick, so the grid and the session are the recor
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from conftest import free_port
+from conftest import free_port, start_service
 
 from streaming.methodology.definition import load_definition
 from streaming.methodology.family import FamilyCalculator, Group
@@ -39,33 +36,12 @@ def test_replay_at_60x_into_its_own_namespace(redis_url: str, tmp_path: Path) ->
     day = tmp_path / "day.jsonl"
     last = write_day(day)
     port = free_port()
-    service = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streaming.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--redis-url",
-            redis_url,
-            "--namespace",
-            "replay-test",
-            "--feed",
-            f"replay:{day}",
-            "--replay-speed",
-            "60",
-            "--session",
-            "moex",
-            "--definition",
-            str(load_definition().source),
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "INDEX_TICKER_INGEST_TOKEN": "replay-test-token-0123456789"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    service = start_service(
+        port, "--redis-url", redis_url, "--namespace", "replay-test", "--feed", f"replay:{day}",
+        "--replay-speed", "60", "--session", "moex", "--definition",
+        str(load_definition().source), "--log-level", "warning",
+        token="replay-test-token-0123456789",
+    )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

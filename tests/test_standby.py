@@ -5,46 +5,23 @@ accepted into the durable stream but never published."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
 import httpx
-from conftest import free_port
+from conftest import free_port, start_service
 
 TOKEN = "standby-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def start(port: int, redis_url: str, namespace: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streaming.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--redis-url",
-            redis_url,
-            "--namespace",
-            namespace,
-            "--feed",
-            "none",
-            "--cadence",
-            "1",
-            "--standby",
-            "--ingest-stream",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "INDEX_TICKER_INGEST_TOKEN": TOKEN},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return start_service(
+        port, "--redis-url", redis_url, "--namespace", namespace, "--feed", "none",
+        "--cadence", "1", "--standby", "--ingest-stream", "--log-level", "warning", token=TOKEN,
+    )  # fmt: skip
 
 
 def get(port: int, path: str) -> Any:
