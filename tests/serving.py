@@ -214,3 +214,23 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+Served = tuple[RunningServer, Engine, httpx.AsyncClient]
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    store: Store | None = None, *, live: bool = False, **settings: Any
+) -> AsyncIterator[Served]:
+    """The test definition's app and engine (memory store unless given) on a real uvicorn, with
+    an HTTP client: live publishes every second, else only when a test calls publish."""
+    from streaming.store.memory import MemoryStore
+
+    store = store or MemoryStore()
+    engine = make_engine(store, live=live)
+    async with (
+        running(make_app(store, engine, **settings)) as server,
+        http_client(server) as client,
+    ):
+        yield server, engine, client

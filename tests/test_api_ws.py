@@ -4,26 +4,21 @@ unsubscribe, the snapshot/update hand-over and a client that never reads."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import socket
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx
 import pytest
 from serving import (
     AUTH,
     RunningServer,
+    Served,
     by_hand,
     close_to,
-    http_client,
-    make_app,
-    make_engine,
     receive,
-    running,
+    serve,
     wait_until,
     ws_connect,
 )
@@ -31,24 +26,9 @@ from serving import (
 from app.broadcast import Broadcaster
 from streaming.engine import Engine
 from streaming.methodology.schedule import iso_utc, utc_from_epoch
-from streaming.store.base import Store
-from streaming.store.memory import MemoryStore
 from streaming.store.redis import RedisStore
 
 GRID = float(math.floor(time.time())) - 3600
-
-Served = tuple[RunningServer, Engine, httpx.AsyncClient]
-
-
-@contextlib.asynccontextmanager
-async def serve(store: Store | None = None, **settings: Any) -> AsyncIterator[Served]:
-    store = store or MemoryStore()
-    engine = make_engine(store)
-    async with (
-        running(make_app(store, engine, **settings)) as server,
-        http_client(server) as client,
-    ):
-        yield server, engine, client
 
 
 @pytest.fixture

@@ -21,11 +21,9 @@ import pytest
 from serving import (
     WS_MAX_SIZE,
     RunningServer,
-    http_client,
-    make_app,
-    make_engine,
+    Served,
     receive,
-    running,
+    serve,
     wait_until,
     ws_connect,
 )
@@ -36,22 +34,13 @@ from websockets.uri import parse_uri
 
 from app.access import Access
 from app.broadcast import Broadcaster
-from streaming.engine import Engine
-from streaming.store.memory import MemoryStore
 
 GRID = float(math.floor(time.time())) - 3600
 
-Served = tuple[RunningServer, Engine, httpx.AsyncClient]
-
 
 @contextlib.asynccontextmanager
-async def serve(**settings: Any) -> AsyncIterator[Served]:
-    store = MemoryStore()
-    engine = make_engine(store)
-    async with (
-        running(make_app(store, engine, **settings)) as server,
-        http_client(server) as client,
-    ):
+async def served_settled(**settings: Any) -> AsyncIterator[Served]:
+    async with serve(**settings) as (server, engine, client):
         await settled(server, client)  # one connection made and gone: lazy parts are in place
         yield server, engine, client
 
@@ -114,7 +103,7 @@ async def closed_by_server(ws: ClientConnection) -> tuple[int, str]:
 
 
 async def test_a_message_beyond_the_frame_limit_is_closed_with_1009() -> None:
-    async with serve() as (server, _, client):
+    async with served_settled() as (server, _, client):
         tasks = await settled(server, client)
         async with ws_connect(server, max_size=None) as ws:
             await ws.send("x" * (WS_MAX_SIZE + 1))
@@ -141,7 +130,7 @@ async def raw_connection(port: int) -> tuple[socket.socket, ClientProtocol]:
 
 
 async def test_a_text_frame_that_is_not_utf8_is_closed_with_1007() -> None:
-    async with serve() as (server, _, client):
+    async with served_settled() as (server, _, client):
         tasks = await settled(server, client)
         sock, protocol = await raw_connection(server.port)
         try:
@@ -183,7 +172,7 @@ HOSTILE_TEXTS = [
 
 
 async def test_hostile_text_messages_get_errors_and_the_connection_keeps_working() -> None:
-    async with serve() as (server, engine, client):
+    async with served_settled() as (server, engine, client):
         tasks = await settled(server, client)
         async with ws_connect(server) as ws:
             for text, field, words in HOSTILE_TEXTS:
@@ -217,7 +206,7 @@ ROUNDS = 1500  # 6000 messages sent back to back, 7500 answers
 
 
 async def test_thousands_of_subscribe_operations_in_a_burst_are_answered_in_order() -> None:
-    async with serve() as (server, engine, client):
+    async with served_settled() as (server, engine, client):
         tasks = await settled(server, client)
         async with ws_connect(server) as ws:
             texts = [json.dumps(message) for message, _ in BURST]
@@ -245,7 +234,7 @@ async def test_thousands_of_subscribe_operations_in_a_burst_are_answered_in_orde
 
 async def test_connections_beyond_the_limit_per_address_are_refused_with_4029() -> None:
     limit, attempts = 10, 40
-    async with serve(access=Access(max_per_address=limit)) as (server, _, client):
+    async with served_settled(access=Access(max_per_address=limit)) as (server, _, client):
         tasks = await settled(server, client)
         admitted: list[ClientConnection] = []
 
@@ -277,7 +266,7 @@ async def test_connections_beyond_the_limit_per_address_are_refused_with_4029() 
 async def test_a_client_that_floods_requests_and_never_reads_is_let_go() -> None:
     # Its answers pile up until the server cannot write, so the server stops reading it too;
     # the answer it is stuck on counts as lag, and past the limit the connection is dropped.
-    async with serve(ws_max_lag_seconds=1.0) as (server, _, client):
+    async with served_settled(ws_max_lag_seconds=1.0) as (server, _, client):
         tasks = await settled(server, client)
         reader = await ws_connect(server)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -329,7 +318,7 @@ async def test_a_client_that_floods_requests_and_never_reads_is_let_go() -> None
 
 
 async def test_handshakes_that_never_finish_do_not_hold_up_anyone_else() -> None:
-    async with serve() as (server, _, client):
+    async with served_settled() as (server, _, client):
         tasks = await settled(server, client)
         stalled = []
         try:

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,11 @@ from serving import (
     RunningServer,
     by_hand,
     close_to,
-    http_client,
     make_app,
     make_engine,
     receive,
     running,
+    serve,
     wait_until,
     ws_connect,
 )
@@ -49,28 +49,12 @@ from streaming.engine import Engine
 from streaming.errors import ConfigError
 from streaming.serve import assemble, make_services, uvicorn_options
 from streaming.settings import Settings, api_keys, load_settings_file
-from streaming.store.base import Store
 from streaming.store.memory import MemoryStore
 from streaming.store.redis import RedisStore
 
 GRID = float(math.floor(time.time())) - 3600
 KEY = "desk-key-0123456789abcdef"
 OTHER_KEY = "dash-key-0123456789abcdef"
-
-Served = tuple[RunningServer, Engine, httpx.AsyncClient]
-
-
-@contextlib.asynccontextmanager
-async def serve(
-    store: Store | None = None, *, live: bool = False, **settings: Any
-) -> AsyncIterator[Served]:
-    store = store or MemoryStore()
-    engine = make_engine(store, live=live)
-    async with (
-        running(make_app(store, engine, **settings)) as server,
-        http_client(server) as client,
-    ):
-        yield server, engine, client
 
 
 async def publish(server: RunningServer, engine: Engine, *grids: float) -> None:
