@@ -90,6 +90,10 @@ class FamilyCalculator:
         return self.position[secid]
 
     def _index_holders(self) -> None:
+        # Per group: its lines' positions (asked at every publication; they change only here).
+        self._members = [
+            np.array([self.position[s] for s in g.base.secids], dtype=np.intp) for g in self.groups
+        ]
         # Per line and profile: the groups holding the line whose prices follow that profile.
         self._holders: list[list[tuple[IntArray, FloatArray]]] = []
         for i in range(len(self.secids)):
@@ -171,7 +175,7 @@ class FamilyCalculator:
 
     def members(self, group: int) -> IntArray:
         """Line positions of a group, in its base's order."""
-        return np.array([self.position[s] for s in self.groups[group].base.secids], dtype=np.intp)
+        return self._members[group]
 
     def group_prices(self, group: int) -> FloatArray:
         """The prices a group is valued at, for every line of the universe."""
