@@ -83,6 +83,23 @@ def run_compute(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_api(args: argparse.Namespace) -> int:
+    from streaming.serve import serve
+    from streaming.settings import Settings, load_settings_file
+
+    settings = load_settings_file(args.config) if args.config else Settings()
+    settings = settings.with_overrides(
+        host=args.host,
+        port=args.port,
+        redis_url=args.redis_url,
+        definition=args.definition,
+        namespace=args.namespace,
+        log_level=args.log_level,
+    )
+    serve(settings, api_only=True)
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from streaming.serve import serve
     from streaming.settings import Settings, load_settings_file
@@ -215,6 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
     s.add_argument("--config", help="settings TOML file; flags given here override it")
 
+    a = commands.add_parser(
+        "api",
+        help="run the REST/WebSocket API and the dashboard alone, from an engine's Redis",
+        description=(
+            "A stateless API process: values, history and the live fan-out come from Redis, "
+            "where an engine (`serve --redis-url ... --ingest-stream [--standby]`) commits "
+            "them; POST /v1/ticks appends to that engine's durable ingest stream. Run any "
+            "number of these behind a load balancer."
+        ),
+    )
+    a.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    a.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    a.add_argument("--redis-url", help="the engine's Redis (required), e.g. redis://host:6379/0")
+    a.add_argument("--namespace", help="the engine's Redis key prefix (default index-ticker)")
+    a.add_argument("--definition", help="the engine's index definition or family TOML")
+    a.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
+    a.add_argument("--config", help="settings TOML file; flags given here override it")
+
     for name, (_, text) in DELEGATED.items():
         commands.add_parser(name, help=f"{text} (see {name} --help)", add_help=False)
     return parser
@@ -229,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "compute":
             return run_compute(args)
+        if args.command == "api":
+            return run_api(args)
         return run_serve(args)
     except IndexTickerError as error:
         print(f"index-ticker: error: {error}", file=sys.stderr)

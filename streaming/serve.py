@@ -13,6 +13,7 @@ import uvicorn
 
 from streaming.clock import ReplayClock
 from streaming.engine import Engine
+from streaming.errors import ConfigError
 from streaming.leader import LeaderLease
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
@@ -21,6 +22,7 @@ from streaming.settings import Settings, admin_token, api_keys, ingest_token
 from streaming.sources import TickSource
 from streaming.sources.replay import ReplaySource, first_tick_epoch
 from streaming.sources.simulator import SimulatorSettings, SimulatorSource
+from streaming.store.base import Store
 from streaming.store.select import make_store
 
 if TYPE_CHECKING:
@@ -36,7 +38,8 @@ class Assembly:
     """The parts of one service process, built from settings, not yet started."""
 
     family: Family
-    engine: Engine
+    store: Store
+    engine: Engine | None  # None in an API-only process
     token: str
     token_generated: bool
     admin_token: str | None
@@ -97,7 +100,21 @@ def assemble(settings: Settings) -> Assembly:
         ingest_stream=settings.ingest_stream,
     )
     token, generated = ingest_token()
-    return Assembly(family, engine, token, generated, admin_token())
+    return Assembly(family, store, engine, token, generated, admin_token())
+
+
+def assemble_api(settings: Settings) -> Assembly:
+    """An API-only process: no engine; values, history and fan-out come from Redis, where the
+    engine process (`index-ticker engine` or `serve`) commits them, and POST /v1/ticks appends to
+    the durable ingest stream that engine reads."""
+    if not settings.redis_url:
+        raise ConfigError(
+            "redis_url", "an API-only process reads the engine's state from Redis: give --redis-url"
+        )
+    family = load_family(settings.definition or DEFAULT_FAMILY)
+    store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
+    token, generated = ingest_token()
+    return Assembly(family, store, None, token, generated, admin_token())
 
 
 def make_services(settings: Settings, parts: Assembly) -> Services:
@@ -115,7 +132,7 @@ def make_services(settings: Settings, parts: Assembly) -> Services:
     )
     return Services(
         definition=parts.family,
-        store=parts.engine.store,
+        store=parts.store,
         engine=parts.engine,
         ingest_token=parts.token,
         admin_token=parts.admin_token,
@@ -130,7 +147,7 @@ def make_services(settings: Settings, parts: Assembly) -> Services:
         access=access,
         ingest_limit=RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst),
         cors_origins=settings.cors_origins,
-        ingest_stream=settings.ingest_stream,
+        ingest_stream=settings.ingest_stream or parts.engine is None,
     )
 
 
@@ -152,8 +169,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def serve(settings: Settings) -> None:
-    """Run the all-in-one service until interrupted."""
+def serve(settings: Settings, api_only: bool = False) -> None:
+    """Run the all-in-one service (or, api_only, the REST/WebSocket edge alone) until
+    interrupted."""
     from app.main import create_app
 
     logging.basicConfig(
@@ -161,15 +179,22 @@ def serve(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    parts = assemble(settings)
+    parts = assemble_api(settings) if api_only else assemble(settings)
     app = create_app(make_services(settings, parts))
     where = f"http://{settings.host}:{settings.port}"
-    print(
-        f"index-ticker: {', '.join(parts.family.codes)} every {parts.engine.cadence} s, "
-        f"session {settings.session}, feed {settings.feed}, "
-        f"state {'redis' if settings.redis_url else 'in memory'}; dashboard at {where}",
-        file=sys.stderr,
-    )
+    if parts.engine is None:
+        print(
+            f"index-ticker api: {', '.join(parts.family.codes)} from {settings.namespace} in "
+            f"Redis; ticks to its ingest stream; dashboard at {where}",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"index-ticker: {', '.join(parts.family.codes)} every {parts.engine.cadence} s, "
+            f"session {settings.session}, feed {settings.feed}, "
+            f"state {'redis' if settings.redis_url else 'in memory'}; dashboard at {where}",
+            file=sys.stderr,
+        )
     if parts.token_generated:
         print(
             "index-ticker: no INDEX_TICKER_INGEST_TOKEN set; generated ingest token for this run: "
