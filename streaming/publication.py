@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from streaming.methodology.schedule import iso_utc
 from streaming.ticks import parse_time
 
@@ -111,13 +113,16 @@ class EngineState:
     scheduled: list[dict[str, Any]] = field(default_factory=list)
 
     def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Shallow on purpose: orjson walks the nested dicts itself (asdict deep-copies them all).
+        state = {name: getattr(self, name) for name in _STATE_ORDER}
+        return orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
     @classmethod
     def loads(cls, text: str | bytes) -> EngineState:
-        data = json.loads(text)
+        data = orjson.loads(text)
         return cls(**{key: value for key, value in data.items() if key in _STATE_FIELDS})
 
 
 _PUBLICATION_FIELDS = frozenset(f.name for f in fields(Publication))
-_STATE_FIELDS = frozenset(f.name for f in fields(EngineState))
+_STATE_ORDER = tuple(f.name for f in fields(EngineState))
+_STATE_FIELDS = frozenset(_STATE_ORDER)

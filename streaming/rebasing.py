@@ -4,6 +4,7 @@ Mixed into Engine; the attributes below are the engine's."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -38,12 +39,18 @@ class Rebasing:
         """The USD/RUB rate in force now (the engine's)."""
         raise NotImplementedError
 
-    def _file_prints(self) -> dict[str, str]:
+    @functools.cached_property
+    def _definition_prints(self) -> dict[str, str]:
+        """Each definition file's base fingerprint (the files do not change while running)."""
         return {
             d.name: fingerprint(d.base, {spec.code: spec.divisor for spec in d.indices})
             for d in self.family.definitions
-            if d.name not in self.bases.current
         }
+
+    def _file_prints(self) -> dict[str, str]:
+        """Fingerprints of the bases still taken from the definition files."""
+        current = self.bases.current
+        return {name: p for name, p in self._definition_prints.items() if name not in current}
 
     def _adopt_changed_files(self, state: EngineState, latest: dict[str, Publication]) -> None:
         saved = state.extra.get("file_bases", {})
