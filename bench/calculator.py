@@ -8,11 +8,11 @@ same run on the shipped IMOEX base (42 lines) and the shipped family (8 indices,
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
 
+from bench.harness import Table, machine, ratio
 from streaming.methodology.definition import load_definition, load_family
 from streaming.methodology.family import FamilyCalculator, Group
 
@@ -48,12 +48,9 @@ def naive(calc: FamilyCalculator, lines: np.ndarray, prices: np.ndarray) -> floa
     return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks per measurement")
-    parser.add_argument("--batch", type=int, default=10_000, help="ticks per batch")
-    parser.add_argument("--naive-ticks", type=int, default=100_000, help="ticks for the baseline")
-    args = parser.parse_args()
+def tables(quick: bool = False, ticks: int | None = None, batch: int = 10_000) -> list[Table]:
+    ticks = ticks or (200_000 if quick else 1_000_000)
+    naive_ticks = min(ticks, 20_000 if quick else 100_000)
     imoex = load_definition()
     cases = {
         "IMOEX/RTSI base": lambda: FamilyCalculator([Group("IMOEX", imoex.base)]),
@@ -61,24 +58,39 @@ def main() -> None:
             [Group(d.name, d.base, d.profile) for d in load_family().definitions]
         ),
     }
-    print(
-        f"machine: {platform.machine()} {platform.python_version()} numpy {np.__version__}; "
-        f"{args.ticks} ticks, batches of {args.batch}, baseline over {args.naive_ticks}"
+    table = Table(
+        "The calculator",
+        f"python -m bench.calculator --ticks {ticks} --batch {batch}",
+        "ticks applied per second on one core: one by one (`FamilyCalculator.apply`, O(number of"
+        f" bases holding the line)) and in batches of {batch:,} (`apply_batch`: the last price of"
+        " each line wins, every capitalization moves by one product). Baseline: set the price and"
+        " re-sum every capitalization with numpy after each tick (the naive full recompute).",
+        ["calculator", "method", "ticks/s", "vs naive re-sum per tick"],
     )
-    print("| calculator | method | ticks/s | vs naive re-sum per tick |")
-    print("|---|---|---|---|")
     for name, build in cases.items():
-        lines, prices = make_ticks(build(), args.ticks)
-        baseline = args.naive_ticks / naive(
-            build(), lines[: args.naive_ticks], prices[: args.naive_ticks]
-        )
+        lines, prices = make_ticks(build(), ticks)
+        baseline = naive_ticks / naive(build(), lines[:naive_ticks], prices[:naive_ticks])
         rows = [
             ("naive re-sum per tick (baseline)", baseline),
-            ("one by one, O(1)", args.ticks / one_by_one(build(), lines, prices)),
-            (f"batched ({args.batch})", args.ticks / batched(build(), lines, prices, args.batch)),
+            ("one by one, O(1)", ticks / one_by_one(build(), lines, prices)),
+            (f"batched ({batch})", ticks / batched(build(), lines, prices, batch)),
         ]
         for method, rate in rows:
-            print(f"| {name} | {method} | {rate:,.0f} | {rate / baseline:.1f}x |")
+            table.add(name, method, rate, ratio(rate, baseline))
+    table.notes.append(
+        f"{ticks:,} ticks per row, the baseline over {naive_ticks:,}; machine: {machine()}"
+    )
+    return [table]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks per measurement")
+    parser.add_argument("--batch", type=int, default=10_000, help="ticks per batch")
+    parser.add_argument("--quick", action="store_true", help="200 000 ticks")
+    args = parser.parse_args()
+    for table in tables(args.quick, None if args.quick else args.ticks, args.batch):
+        print(table.markdown())
 
 
 if __name__ == "__main__":
