@@ -22,6 +22,26 @@ class ReplayClock:
     def __call__(self) -> float:
         return self.start + (time.monotonic() - self._origin) * self.speed
 
+    def begin(self) -> None:
+        """Recorded time starts now (when the service starts, not when it was assembled: at
+        60× a slow start would otherwise skip the first grid instants)."""
+        self._origin = time.monotonic()
+
     @property
     def rate(self) -> float:
         return self.speed
+
+
+@dataclass(slots=True)
+class SteppedClock:
+    """Epoch seconds that move only when told: recorded time for a replay as fast as possible,
+    stepped by the replay from one grid instant to the next."""
+
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+    def set(self, epoch: float) -> None:
+        """Move to a moment (epoch seconds); recorded time never runs backwards."""
+        self.now = max(self.now, epoch)

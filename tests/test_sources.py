@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,7 +82,7 @@ async def test_replay_submits_good_ticks_and_reports_bad_lines(tmp_path: Path) -
     received: list[Tick] = []
 
     def submit(batch: object) -> int:
-        assert isinstance(batch, list)
+        assert isinstance(batch, Sequence)
         received.extend(batch)
         return len(batch)
 

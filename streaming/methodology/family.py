@@ -146,19 +146,46 @@ class FamilyCalculator:
         lines' moves. Vectorised; the caller has validated lines and prices."""
         if len(lines) == 0:
             return
-        # The last trade of each line wins: unique over the reversed batch finds it.
-        reversed_lines = lines[::-1]
-        touched, first_from_end = np.unique(reversed_lines, return_index=True)
-        last = len(lines) - 1 - first_from_end
-        new = prices[last]
-        stamps = np.full(len(touched), np.nan) if epochs is None else epochs[last]
+        stamps = np.full(len(lines), np.nan) if epochs is None else epochs
+        last = _last_of_each(lines)
         for p in profiles:
-            columns = np.flatnonzero(self.profile_of_group == p)
+            self._apply_last(p, lines, prices, stamps, last)
+
+    def apply_masked(
+        self,
+        lines: IntArray,
+        prices: FloatArray,
+        epochs: FloatArray,
+        moves: npt.NDArray[np.bool_],
+    ) -> None:
+        """apply_batch where each trade moves its own profiles: `moves` is profiles × trades
+        (True where the trade moves that row of PROFILES)."""
+        if len(lines) == 0:
+            return
+        done: dict[bytes, tuple[IntArray, IntArray]] = {}
+        for p in range(len(PROFILES)):
+            row = moves[p]
+            key = row.tobytes()
+            if key not in done:
+                chosen = np.flatnonzero(row)
+                done[key] = (chosen, chosen[_last_of_each(lines[chosen])])
+            chosen, last = done[key]
+            if len(chosen):
+                self._apply_last(p, lines, prices, epochs, last)
+
+    def _apply_last(
+        self, p: int, lines: IntArray, prices: FloatArray, epochs: FloatArray, last: IntArray
+    ) -> None:
+        """Move profile p to the prices of the trades at `last` (one per line, positions into
+        the batch): each line ends on its last price, capitalizations move by the sum."""
+        touched = lines[last]
+        new = prices[last]
+        columns = np.flatnonzero(self.profile_of_group == p)
+        if len(columns):
             moved = new - self.prices[p, touched]
-            if len(columns):
-                self.capitalization[columns] += moved @ self.shares[np.ix_(touched, columns)]
-            self.prices[p, touched] = new
-            self.tick_times[p, touched] = stamps
+            self.capitalization[columns] += moved @ self.shares[np.ix_(touched, columns)]
+        self.prices[p, touched] = new
+        self.tick_times[p, touched] = epochs[last]
 
     def resum(self) -> FloatArray:
         """Recompute every capitalization from scratch (numpy) and adopt it."""
@@ -231,13 +258,15 @@ class FamilyCalculator:
         self,
     ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float | None]]]:
         """Per-line prices, reference prices and tick times (None for none), one per profile."""
-        prices = {s: self.prices[:, i].tolist() for s, i in self.position.items()}
-        reference = {s: self.reference[:, i].tolist() for s, i in self.position.items()}
-        times: dict[str, list[float | None]] = {}
-        for s, i in self.position.items():
-            column = self.tick_times[:, i].tolist()
-            if any(t == t for t in column):
-                times[s] = [t if t == t else None for t in column]
+        secids = self.secids
+        prices = dict(zip(secids, self.prices.T.tolist(), strict=True))
+        reference = dict(zip(secids, self.reference.T.tolist(), strict=True))
+        traded = np.flatnonzero(~np.isnan(self.tick_times).all(axis=0)).tolist()
+        columns = self.tick_times[:, traded].T.tolist()
+        times: dict[str, list[float | None]] = {
+            secids[i]: [t if t == t else None for t in column]
+            for i, column in zip(traded, columns, strict=True)
+        }
         return prices, reference, times
 
     # --- base changes -------------------------------------------------------------------
@@ -271,3 +300,11 @@ class FamilyCalculator:
         self._index_holders()
         self.resum()
         return old_mc, float(self.capitalization[group])
+
+
+def _last_of_each(lines: IntArray) -> IntArray:
+    """Positions of the last trade of each distinct line in a batch, ordered by line."""
+    # The last trade of each line wins: unique over the reversed batch finds it.
+    _, first_from_end = np.unique(lines[::-1], return_index=True)
+    last: IntArray = len(lines) - 1 - first_from_end
+    return last

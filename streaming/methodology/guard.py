@@ -13,7 +13,11 @@ Rules, per share line, with X = `threshold` and Y = `confirm_tolerance` (fractio
 A confirmation is tested before a return to the reference. Y must stay below X / (1 + X) so a
 return to exactly the reference price can never confirm a candidate. Every tick shows up in
 exactly one decision's `applied`, in `held` or in `discarded`; none is lost silently. Work per
-tick is O(1) (at most `confirmations` + 1 ticks are ever held per line)."""
+tick is O(1) (at most `confirmations` + 1 ticks are ever held per line).
+
+`steady` judges a whole batch at once for the common case: on a line where nothing is held and
+every trade lies within X of the one before it, each trade would be ACCEPTed by `check` in turn,
+so all of them are; the caller sends the other lines' trades through `check`, in order."""
 
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from streaming.errors import ConfigError
 
@@ -249,6 +256,38 @@ class PriceGuard(Generic[T]):
         for line in list(self._pending):
             dropped.extend(self._drop(line))
         return tuple(dropped)
+
+    def steady(
+        self,
+        lines: npt.NDArray[np.intp],
+        prices: npt.NDArray[np.float64],
+        last_prices: npt.NDArray[np.float64],
+        blocked: npt.NDArray[np.bool_],
+    ) -> npt.NDArray[np.bool_]:
+        """Per trade of a batch (line positions, prices in roubles): True where `check` would
+        accept it and every earlier trade of its line in the batch. A line qualifies when it is
+        not `blocked` (the caller marks lines with ticks held and lines whose trades do not all
+        move the reference), its last accepted price (`last_prices`, per line) is positive and
+        each trade is within the threshold of its predecessor. Steady trades count as accepted."""
+        if len(lines) == 0:
+            return np.zeros(0, dtype=np.bool_)
+        bad_line = blocked | ~(last_prices > 0)
+        if self.enabled:
+            order = np.argsort(lines, kind="stable")
+            ordered_lines = lines[order]
+            ordered = prices[order]
+            before = np.empty_like(ordered)
+            before[1:] = ordered[:-1]
+            first = np.ones(len(order), dtype=np.bool_)
+            first[1:] = ordered_lines[1:] != ordered_lines[:-1]
+            before[first] = last_prices[ordered_lines[first]]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                jump = ~(np.abs(ordered / before - 1) <= self.threshold + SLACK)
+            bad_line = bad_line.copy()
+            bad_line[ordered_lines[jump]] = True
+        mask: npt.NDArray[np.bool_] = ~bad_line[lines]
+        self._accepted += int(mask.sum())
+        return mask
 
     def held(self) -> Mapping[str, tuple[Guarded[T], ...]]:
         """The ticks held right now per line, in arrival order (a read-only snapshot)."""

@@ -7,6 +7,7 @@ begun, at 18:50:00 it is over."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ _MOVES: dict[Profile, frozenset[Phase]] = {
 _AUCTIONS = frozenset({Phase.PRE_OPEN, Phase.CLOSING_AUCTION})
 # A trade cannot print while the book is closed, so "closed" is no tick label.
 _TICK_PHASES = {phase.value: phase for phase in Phase if phase is not Phase.CLOSED}
+PHASES_OF_TICKS = tuple(_TICK_PHASES.values())  # the labels a tick may carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,10 +363,7 @@ def publication_kind(
     # The close instant lies less than one cadence after the close, so it can fall on the
     # next local date when a span ends shortly before midnight.
     for day in (today, today - timedelta(days=1)):
-        if (
-            calendar.is_trading_day(day)
-            and spec.close_instant(day, cadence, profile) == grid_moment
-        ):
+        if _close_of_day(spec, calendar, profile, cadence, day) == grid_moment:
             return PublicationKind.CLOSE
     if not calendar.is_trading_day(today):
         return PublicationKind.NONE
@@ -376,3 +375,14 @@ def publication_kind(
             return PublicationKind.INDICATIVE
         return PublicationKind.NONE
     return PublicationKind.INTRADAY
+
+
+@functools.lru_cache(maxsize=256)
+def _close_of_day(
+    spec: SessionSpec, calendar: ExchangeCalendar, profile: Profile, cadence: int, day: date
+) -> datetime | None:
+    """The close instant of a profile on a local date, None when the exchange does not trade;
+    asked at every grid instant, the same few days over and over."""
+    if not calendar.is_trading_day(day):
+        return None
+    return spec.close_instant(day, cadence, profile)

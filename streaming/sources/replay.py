@@ -1,5 +1,9 @@
 """Replay a recorded tick file (CSV with secid,price[,time][,volume] or JSON lines) into the
-engine, at its recorded pace times a speed factor, or as fast as possible."""
+engine, at its recorded pace times a speed factor, or as fast as possible.
+
+A CSV of secid,price,time[,volume] with ISO 8601 UTC times is read in bulk into columns (numpy);
+any other layout, and any file with a row the bulk reader does not vouch for, is read row by row
+with the same validation as POST /v1/ticks, so both readers give the same ticks."""
 
 from __future__ import annotations
 
@@ -11,14 +15,24 @@ from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
 
 from streaming.errors import ConfigError, TickRejected
-from streaming.sources import Submit
-from streaming.ticks import Tick, parse_tick, parse_time
+from streaming.methodology.schedule import next_grid_instant
+from streaming.sources import Submit, csvcolumns
+from streaming.ticks import MAX_SECID_LENGTH, Tick, TickColumns, parse_tick, parse_time
+
+if TYPE_CHECKING:
+    from streaming.clock import SteppedClock
+    from streaming.engine import Engine
 
 log = logging.getLogger(__name__)
 
-BATCH = 1000
+BATCH = 10_000  # ticks handed to the engine at once
+BULK_LAYOUTS = {("secid", "price", "time"), ("secid", "price", "time", "volume")}
 
 
 @dataclass(slots=True)
@@ -61,6 +75,62 @@ def read_ticks(path: Path, known: Container[str], report: ReplayReport) -> Itera
             log.warning("%s line %d refused: %s", path, number, error)
 
 
+def read_columns(path: Path, known: Container[str], report: ReplayReport) -> TickColumns:
+    """Every valid tick of a file as columns, in file order; refused lines go in the report."""
+    bulk = _read_bulk(path, known, report)
+    if bulk is not None:
+        return bulk
+    return TickColumns.of(list(read_ticks(path, known, report)))
+
+
+def _read_bulk(path: Path, known: Container[str], report: ReplayReport) -> TickColumns | None:
+    """The columns of a plain CSV file read in bulk, or None when it needs the row reader."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        header = tuple(name.strip().lower() for name in handle.readline().rstrip("\r\n").split(","))
+    if header not in BULK_LAYOUTS:
+        return None
+    with path.open("rb") as handle:
+        data = handle.read()
+    fields = csvcolumns.split(data[data.find(b"\n") + 1 :], len(header))
+    if fields is None:
+        return None  # a quoted, empty or missing field: the row reader says which
+    numbers = [csvcolumns.decimals(fields, k) for k in range(1, len(header)) if k != 2]
+    epochs = csvcolumns.iso_epochs(fields, 2)
+    if epochs is None or any(column is None for column in numbers):
+        return None  # not a plain decimal or a time in a layout read here: the row reader
+    prices = numbers[0]
+    volumes = numbers[1] if "volume" in header else None
+    assert prices is not None
+    if not (np.isfinite(prices).all() and (prices > 0).all()):
+        return None
+    if volumes is not None and not (np.isfinite(volumes).all() and (volumes >= 0).all()):
+        return None
+    names, codes = csvcolumns.codes(fields.text(0))
+    try:
+        secids = [name.decode("utf-8") for name in names.tolist()]
+    except UnicodeDecodeError:
+        return None
+    if any(s != s.strip() or not s or len(s) > MAX_SECID_LENGTH for s in secids):
+        return None
+    unknown = [n for n, secid in enumerate(secids) if secid not in known]
+    keep: npt.NDArray[np.bool_] | None = None
+    if unknown:
+        refused = np.isin(codes, unknown)
+        for row in np.flatnonzero(refused).tolist():
+            secid = secids[int(codes[row])]
+            error = TickRejected("secid", f"unknown secid {secid!r}: not a constituent")
+            report.rejected.append((row + 2, str(error)))
+        log.warning(
+            "%s: %d lines refused (unknown secids %s)",
+            path,
+            int(refused.sum()),
+            ", ".join(sorted(secids[n] for n in unknown)),
+        )
+        keep = ~refused
+    batch = TickColumns(secids, codes.reshape(-1), prices, epochs, volumes)
+    return batch if keep is None else batch.take(np.flatnonzero(keep))
+
+
 def first_tick_epoch(path: str | Path) -> float | None:
     """Epoch seconds of the first valid, timed tick in a file (None when there is none, or no
     such file: ReplaySource names that)."""
@@ -101,33 +171,72 @@ class ReplaySource:
         self.report = ReplayReport()
 
     async def run(self, submit: Submit) -> None:
+        ticks = read_columns(self.path, self.known, self.report)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        first: float | None = None
-        batch: list[Tick] = []
-        for tick in read_ticks(self.path, self.known, self.report):
+        # Ticks go in file order, each once the clock has reached its recorded time.
+        due = np.maximum.accumulate(ticks.epochs) if len(ticks) else ticks.epochs
+        first = float(ticks.epochs[0]) if len(ticks) else 0.0
+        done = 0
+        while done < len(ticks):
+            end = min(done + BATCH, len(ticks))
             if self.speed > 0:
-                stamp = tick.time.timestamp()
-                first = stamp if first is None else first
-                if self.clock is not None:
-                    wait = (stamp - self.clock()) / self.speed
-                else:
-                    wait = started + (stamp - first) / self.speed - loop.time()
-                if wait > 0:
-                    if batch:
-                        self.report.submitted += submit(batch)
-                        batch = []
-                    await asyncio.sleep(wait)
-            batch.append(tick)
-            if len(batch) >= BATCH:
-                self.report.submitted += submit(batch)
-                batch = []
-                await asyncio.sleep(0)
-        if batch:
-            self.report.submitted += submit(batch)
+                now = (
+                    self.clock()
+                    if self.clock is not None
+                    else first + (loop.time() - started) * self.speed
+                )
+                end = min(end, int(np.searchsorted(due, now, side="right")))
+                if end <= done:
+                    await asyncio.sleep((float(ticks.epochs[done]) - now) / self.speed)
+                    continue
+            self.report.submitted += submit(ticks[done:end])
+            done = end
+            await asyncio.sleep(0)
         log.info(
             "replay of %s done: %d ticks, %d refused",
             self.path,
             self.report.submitted,
             len(self.report.rejected),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class GridReplay:
+    """What replay_on_grid did: ticks applied, publications made and grid instants stepped."""
+
+    ticks: int
+    publications: int
+    grid_instants: int
+
+
+async def replay_on_grid(
+    engine: Engine, ticks: TickColumns, clock: SteppedClock, until: float | None = None
+) -> GridReplay:
+    """Replay ticks as fast as possible on recorded time: the engine's clock (`clock`) steps
+    from grid instant to grid instant; before each one the ticks recorded up to it are applied,
+    then the engine publishes it. Runs to `until` (epoch seconds; default: the end of the
+    exchange local day of the last tick) so the day's close is published too."""
+    if not len(ticks):
+        return GridReplay(0, 0, 0)
+    cadence = engine.cadence
+    due = np.maximum.accumulate(ticks.epochs)
+    first, last = float(ticks.epochs[0]), float(due[-1])
+    if until is None:
+        offset = engine.family.session.utc_offset.total_seconds()
+        until = (np.floor((last + offset) / 86_400) + 1) * 86_400 - offset
+    clock.set(first)
+    grid = next_grid_instant(first, cadence)
+    applied = publications = steps = done = 0
+    while grid <= until:
+        end = int(np.searchsorted(due, grid, side="right"))
+        if end > done:
+            clock.set(float(due[end - 1]))
+            for start in range(done, end, BATCH):
+                applied += engine.submit(ticks[start : min(start + BATCH, end)])
+            done = end
+        clock.set(grid)
+        publications += len(await engine.publish(grid))
+        steps += 1
+        grid += cadence
+    return GridReplay(applied, publications, steps)

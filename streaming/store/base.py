@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from streaming.publication import EngineState, Publication
-from streaming.ticks import Tick
+from streaming.ticks import Tick, TickColumns
 
 DEFAULT_HISTORY_LIMIT = 20_000  # values kept per index: more than a day at a 15 s cadence
 
@@ -71,7 +71,7 @@ class Store(Protocol):
 
     async def read_ticks(
         self, after: str, count: int, block_ms: int | None
-    ) -> list[tuple[str, list[Tick]]]:
+    ) -> list[tuple[str, TickColumns]]:
         """Ingest stream entries after an id, oldest first (waits up to block_ms for one)."""
 
     async def announce_live(self, message: str) -> None:

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 from streaming.errors import LeaseLost
 from streaming.publication import EngineState, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
-from streaming.ticks import Tick
+from streaming.ticks import Tick, TickColumns
 
 T = TypeVar("T")
 
@@ -136,7 +136,7 @@ class MemoryStore:
         self._lease: tuple[str, int] | None = None
         self._lease_until = 0.0
         self._fence = 0
-        self._tick_entries: list[tuple[int, list[Tick]]] = []
+        self._tick_entries: list[tuple[int, TickColumns]] = []
         self._tick_arrived = asyncio.Event()
 
     async def open(self) -> None:
@@ -242,13 +242,13 @@ class MemoryStore:
 
     async def append_ticks(self, ticks: Sequence[Tick]) -> str:
         """Keep validated ticks in an in-process stream (not durable: the process is the store)."""
-        self._tick_entries.append((len(self._tick_entries) + 1, list(ticks)))
+        self._tick_entries.append((len(self._tick_entries) + 1, TickColumns.of(ticks)))
         self._tick_arrived.set()
         return f"{len(self._tick_entries)}-0"
 
     async def read_ticks(
         self, after: str, count: int, block_ms: int | None
-    ) -> list[tuple[str, list[Tick]]]:
+    ) -> list[tuple[str, TickColumns]]:
         """Entries after an id, oldest first, waiting up to block_ms for one."""
         start = int(after.split("-")[0]) if after not in ("", "$") else len(self._tick_entries)
         if start >= len(self._tick_entries) and block_ms:

@@ -35,7 +35,7 @@ from streaming.errors import ConfigError, IndexTickerError, LeaseLost, StoreUnav
 from streaming.publication import EngineState, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
 from streaming.store.memory import DEFAULT_SUBSCRIBER_QUEUE, Fanout, select_after
-from streaming.ticks import Tick, decode_ticks, encode_ticks
+from streaming.ticks import Tick, TickColumns, decode_columns, encode_ticks
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ class RedisStore:
 
     async def read_ticks(
         self, after: str, count: int, block_ms: int | None
-    ) -> list[tuple[str, list[Tick]]]:
+    ) -> list[tuple[str, TickColumns]]:
         """Stream entries after an id (oldest first), waiting up to block_ms for one."""
         try:
             answer: Any = await self._redis().xread(
@@ -343,15 +343,15 @@ class RedisStore:
             )
         except _UNREACHABLE as exc:
             raise self._unavailable(exc) from exc
-        entries: list[tuple[str, list[Tick]]] = []
+        entries: list[tuple[str, TickColumns]] = []
         for _, items in answer or []:
             for entry_id, fields in items:
                 raw = fields.get(b"ticks", fields.get("ticks"))
                 try:
-                    entries.append((_text(entry_id) or "", decode_ticks(raw)))
+                    entries.append((_text(entry_id) or "", decode_columns(raw)))
                 except (ValueError, TypeError, KeyError) as exc:
                     log.error("skipping unreadable tick stream entry %s: %s", entry_id, exc)
-                    entries.append((_text(entry_id) or "", []))
+                    entries.append((_text(entry_id) or "", TickColumns.of([])))
         return entries
 
     async def latest(self) -> dict[str, Publication]:
