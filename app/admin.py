@@ -15,7 +15,7 @@ from app.auth import check_admin
 from app.errors import ApiError
 from app.ingest import load_json, read_body
 from app.models import BaseChangeRequest, error_responses
-from app.services import Services, services_of
+from app.services import Services, request_services
 from streaming.engine import Engine
 from streaming.errors import BaseLoadError, ConfigError, TickRejected
 from streaming.methodology.base import IndexBase, parse_base_csv
@@ -32,7 +32,7 @@ from streaming.ticks import parse_time
 
 router = APIRouter(tags=["bases"])
 
-ServicesDep = Annotated[Services, Depends(services_of)]
+ServicesDep = Annotated[Services, Depends(request_services)]
 
 # Declared for the OpenAPI document only; check_admin reads the header itself.
 _bearer = HTTPBearer(auto_error=False, description="the admin token")

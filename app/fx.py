@@ -13,7 +13,7 @@ from app.auth import check_bearer
 from app.errors import ApiError
 from app.ingest import json_items, read_body
 from app.models import FxResult, error_responses
-from app.services import Services, services_of
+from app.services import Services, request_services
 from streaming.engine import Engine
 from streaming.errors import IndexTickerError
 from streaming.methodology.fx import (
@@ -28,7 +28,7 @@ from streaming.methodology.schedule import utc_from_epoch
 
 router = APIRouter(tags=["fx"])
 
-ServicesDep = Annotated[Services, Depends(services_of)]
+ServicesDep = Annotated[Services, Depends(request_services)]
 
 _bearer = HTTPBearer(auto_error=False, description="the ingest token")
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from app.errors import ApiError
 from app.models import error_responses
-from app.services import Services, services_of
+from app.services import Services, request_services
 from streaming.candles import Candle, CandleError, Interval, bucket_end, bucket_start, candles
 from streaming.errors import TickRejected
 from streaming.methodology.schedule import iso_utc
@@ -55,7 +55,7 @@ HISTORY_COLUMNS = (
 
 router = APIRouter(prefix="/v1/indices", tags=["history"])
 
-ServicesDep = Annotated[Services, Depends(services_of)]
+ServicesDep = Annotated[Services, Depends(request_services)]
 SinceQuery = Annotated[
     str | None, Query(description="ISO 8601; naive means UTC", examples=["2024-05-06T07:00Z"])
 ]

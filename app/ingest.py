@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 from app.auth import check_bearer
 from app.errors import ApiError
 from app.models import IngestResult, error_responses
-from app.services import Services, services_of
+from app.services import Services, request_services
 from streaming.errors import StoreUnavailable
 from streaming.ticks import Rejection, Tick, parse_batch
 
@@ -144,7 +144,7 @@ def _validate(
 )
 async def post_ticks(
     request: Request,
-    services: Annotated[Services, Depends(services_of)],
+    services: Annotated[Services, Depends(request_services)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
     """Apply a batch of trade prices; bad ticks are refused one by one, good ones still apply."""

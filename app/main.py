@@ -48,6 +48,8 @@ def create_app(services: Services) -> FastAPI:
                 stack.push_async_callback(services.engine.stop)
             await broadcaster.start()
             stack.push_async_callback(broadcaster.stop)
+            await services.latest_values.start()
+            stack.push_async_callback(services.latest_values.stop)
             yield
 
     app = FastAPI(
@@ -55,6 +57,9 @@ def create_app(services: Services) -> FastAPI:
         version=streaming.__version__,
         summary="Real-time IMOEX and RTSI values over REST and WebSocket",
         lifespan=lifespan,
+        # No OpenTelemetry is set up here: without this FastAPI would look up the global
+        # providers on every request to find out.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     app.state.broadcaster = broadcaster
@@ -70,7 +75,7 @@ def create_app(services: Services) -> FastAPI:
         )
     redaction.install()  # no API key from a query string or header in the server's logs
     install_error_handlers(app)
-    app.include_router(rest.router)
+    rest.install(app)
     app.include_router(history.router)
     app.include_router(ingest.router)
     app.include_router(fx.router)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, TypeAdapter
 
 from streaming.methodology.calculator import IndexSpec
-from streaming.publication import Publication
+from streaming.publication import EngineState, Publication
 
 
 class IndexValue(BaseModel):
@@ -172,3 +173,102 @@ def value_message(publication: Publication | None, spec: IndexSpec, kind: str) -
         "divisor": spec.divisor,
         "fx_rate": None,
     }
+
+
+_INDEX_VALUE = TypeAdapter(IndexValue)
+_CONSTITUENTS = TypeAdapter(Constituents)
+
+
+def index_value_body(message: dict[str, Any]) -> bytes:
+    """An IndexValue message as the API answers it: validated by the model, compact JSON (the
+    bytes FastAPI would make of it as a response_model)."""
+    return _INDEX_VALUE.dump_json(_INDEX_VALUE.validate_python(message))
+
+
+def constituents_body(message: dict[str, Any]) -> bytes:
+    """A Constituents message as the API answers it, like index_value_body."""
+    return _CONSTITUENTS.dump_json(_CONSTITUENTS.validate_python(message))
+
+
+def _same(a: object, b: object) -> bool:
+    # Identity first: the memory store hands out the very objects it keeps.
+    return a is b or (a is not None and a == b)
+
+
+class ResponseBodies:
+    """The JSON bodies of the latest values, each made once and shared by every request.
+
+    Each body is kept with what it was made from (a publication, the list of latest values,
+    the saved engine state) and reused only while the request reads an equal one from the
+    store, so an answer is always the body of what the store holds at that moment.
+    """
+
+    __slots__ = ("_constituents", "_listing", "_values")
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[Publication, bytes]] = {}
+        self._listing: tuple[tuple[Publication | None, ...], bytes] | None = None
+        # code -> (state, moment made (epoch s), first tick time that turns stale, body)
+        self._constituents: dict[
+            str, tuple[EngineState | None, float, float | None, float, bytes]
+        ] = {}
+
+    def value(self, publication: Publication) -> bytes:
+        """GET /v1/indices/{code}: the body of one publication."""
+        cached = self._values.get(publication.code)
+        if cached is not None and _same(cached[0], publication):
+            if cached[0] is not publication:  # found by identity from now on
+                self._values[publication.code] = (publication, cached[1])
+            return cached[1]
+        body = index_value_body(publication.message("value"))
+        self._values[publication.code] = (publication, body)
+        return body
+
+    def listing(self, indices: tuple[IndexSpec, ...], latest: Mapping[str, Publication]) -> bytes:
+        """GET /v1/indices: the latest value of every index, in definition order."""
+        current = tuple(latest.get(spec.code) for spec in indices)
+        cached = self._listing
+        if (
+            cached is not None
+            and len(cached[0]) == len(current)
+            and all(map(_same, cached[0], current))
+        ):
+            self._listing = (current, cached[1])  # found by identity from now on
+            return cached[1]
+        parts = [
+            self.value(publication)
+            if publication is not None
+            else index_value_body(value_message(None, spec, "value"))
+            for spec, publication in zip(indices, current, strict=True)
+        ]
+        body = b"[" + b",".join(parts) + b"]"
+        self._listing = (current, body)
+        return body
+
+    def constituents(
+        self,
+        code: str,
+        state: EngineState | None,
+        now: float,
+        stale_after_seconds: float,
+        build: Callable[[float], tuple[dict[str, Any], float | None]],
+    ) -> bytes:
+        """GET /v1/indices/{code}/constituents from a saved state at `now` (epoch seconds).
+
+        `build(now)` makes the message and names the oldest tick time among lines not yet
+        stale: the body holds until that line turns stale (or the clock goes back)."""
+        cached = self._constituents.get(code)
+        if cached is not None:
+            saved, made, turns_stale, after, body = cached
+            if (
+                after == stale_after_seconds
+                and made <= now
+                and (turns_stale is None or not now - turns_stale > stale_after_seconds)
+                and _same(saved, state)
+            ):
+                self._constituents[code] = (state, made, turns_stale, after, body)
+                return body
+        message, turns_stale = build(now)
+        body = constituents_body(message)
+        self._constituents[code] = (state, now, turns_stale, stale_after_seconds, body)
+        return body

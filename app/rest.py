@@ -1,17 +1,29 @@
-"""Read-only REST endpoints: current values, constituents, history."""
+"""Read-only REST endpoints: current values, constituents, history.
+
+The three endpoints read at every refresh of a desk or a dashboard answer bytes made once per
+publication (app.models.ResponseBodies) through a ReadyRoute: the endpoint takes the request and
+its path parameters and returns the Response itself, so no dependency is solved and no response
+is validated again per request; the OpenAPI document is made from the same signature and
+response_model as for any route.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from app.errors import ApiError
-from app.models import Constituents, History, IndexValue, error_responses, value_message
-from app.services import Services, services_of
+from app.models import Constituents, History, IndexValue, error_responses
+from app.services import Services, request_services, services_of
 from streaming.errors import TickRejected
 from streaming.methodology.base import Constituent, IndexBase
 from streaming.methodology.definition import IndexDefinition
@@ -24,29 +36,81 @@ DEFAULT_HISTORY_LIMIT = 1_000
 
 router = APIRouter(prefix="/v1/indices", tags=["indices"])
 
-ServicesDep = Annotated[Services, Depends(services_of)]
+ServicesDep = Annotated[Services, Depends(request_services)]
 
 _NOT_FOUND = (404, "unknown index code")
+JSON = "application/json"
 
 
-@router.get("", response_model=list[IndexValue])
-async def list_indices(services: ServicesDep) -> list[dict[str, Any]]:
+class ReadyRoute(APIRoute):
+    """A GET route whose endpoint is called as endpoint(request, **path_params) and returns its
+    Response: documented like any APIRoute, handled without dependency solving or response
+    validation. Errors it raises go to the application's handlers, in the one error shape."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in (self.methods or ()):
+            await super().handle(scope, receive, send)  # the usual 405
+            return
+        endpoint: Callable[..., Awaitable[Response]] = self.endpoint
+        response = await endpoint(Request(scope, receive, send), **scope["path_params"])
+        await response(scope, receive, send)
+
+
+_READY: list[tuple[str, Callable[..., Awaitable[Response]], dict[str, Any]]] = []
+
+
+def _ready_get(
+    path: str, **options: Any
+) -> Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]:
+    """Declare a ReadyRoute under the router's prefix; install() adds it to an application."""
+
+    def declare(
+        endpoint: Callable[..., Awaitable[Response]],
+    ) -> Callable[..., Awaitable[Response]]:
+        _READY.append((path, endpoint, options))
+        return endpoint
+
+    return declare
+
+
+def install(app: FastAPI) -> None:
+    """Add the endpoints of this module to an application, in the order they are documented.
+
+    The ReadyRoutes go on the application's own router: a route there is matched once per
+    request, one in an included router twice."""
+    for path, endpoint, options in _READY:
+        app.router.add_api_route(
+            router.prefix + path,
+            endpoint,
+            methods=["GET"],
+            tags=list(router.tags),
+            route_class_override=ReadyRoute,
+            **options,
+        )
+    app.include_router(router)
+
+
+@_ready_get("", response_model=list[IndexValue])
+async def list_indices(request: Request) -> Response:
     """The latest value of every index, in definition order (value null if not published yet)."""
-    latest = await services.store.latest()
-    return [value_message(latest.get(spec.code), spec, "value") for spec in services.family.indices]
+    services = services_of(request)
+    latest = await services.latest_values.read()
+    return Response(services.bodies.listing(services.family.indices, latest), media_type=JSON)
 
 
-@router.get(
+@_ready_get(
     "/{code}",
     response_model=IndexValue,
     responses=error_responses(
         _NOT_FOUND, (503, "the index has not been published yet (Retry-After given)")
     ),
 )
-async def get_index(code: str, services: ServicesDep) -> dict[str, Any]:
+async def get_index(request: Request, code: str) -> Response:
     """The latest published value of one index."""
-    services.spec(code)
-    publication = (await services.store.latest()).get(code)
+    services = services_of(request)
+    if code not in services.family.codes:
+        services.spec(code)  # the 404 naming the known codes
+    publication = (await services.latest_values.read()).get(code)
     if publication is None:
         retry = str(services.family.cadence_seconds)
         raise ApiError(
@@ -56,7 +120,7 @@ async def get_index(code: str, services: ServicesDep) -> dict[str, Any]:
             headers={"Retry-After": retry},
             code=code,
         )
-    return publication.message("value")
+    return Response(services.bodies.value(publication), media_type=JSON)
 
 
 def _tick_time(times: dict[str, float], secid: str) -> str | None:
@@ -66,11 +130,11 @@ def _tick_time(times: dict[str, float], secid: str) -> str | None:
     return iso_utc(utc_from_epoch(epoch))
 
 
-def _stale(times: dict[str, float], secid: str, after_seconds: int) -> bool:
+def _stale(times: dict[str, float], secid: str, after_seconds: float, now: float) -> bool:
     epoch = times.get(secid)
     if epoch is None or not math.isfinite(epoch):
         return True
-    return time.time() - epoch > after_seconds
+    return now - epoch > after_seconds
 
 
 def current_base(definition: IndexDefinition, state: EngineState | None) -> IndexBase:
@@ -99,14 +163,33 @@ def profile_tables(
     return table.get("prices", {}), table.get("reference", {}), table.get("tick_times", {})
 
 
-@router.get(
+@_ready_get(
     "/{code}/constituents", response_model=Constituents, responses=error_responses(_NOT_FOUND)
 )
-async def get_constituents(code: str, services: ServicesDep) -> dict[str, Any]:
+async def get_constituents(request: Request, code: str) -> Response:
     """Prices and weights of the share lines as saved with the last publication."""
+    services = services_of(request)
     services.spec(code)
     state = await services.store.load_state()
     definition = services.family.definition_of(code)
+    after = services.stale_after_seconds
+
+    def build(now: float) -> tuple[dict[str, Any], float | None]:
+        return constituents_message(code, definition, state, after, now)
+
+    body = services.bodies.constituents(code, state, time.time(), after, build)
+    return Response(body, media_type=JSON)
+
+
+def constituents_message(
+    code: str,
+    definition: IndexDefinition,
+    state: EngineState | None,
+    stale_after_seconds: float,
+    now: float,
+) -> tuple[dict[str, Any], float | None]:
+    """The constituents answer of an index from a saved state at `now` (epoch seconds), and
+    the oldest last-tick time among the lines not stale yet (None if every line is)."""
     prices, reference, times = profile_tables(definition, state)
     lines = []
     for line in current_base(definition, state).constituents:
@@ -115,7 +198,12 @@ async def get_constituents(code: str, services: ServicesDep) -> dict[str, Any]:
     priced = [price * line.index_shares for line, price in lines if price is not None]
     complete = len(priced) == len(lines)
     total = math.fsum(priced) if complete else None
-    return {
+    fresh = [
+        epoch
+        for epoch in (times.get(line.secid) for line, _ in lines)
+        if epoch is not None and math.isfinite(epoch) and not now - epoch > stale_after_seconds
+    ]
+    message = {
         "code": code,
         "as_of": iso_utc(utc_from_epoch(state.last_grid)) if state is not None else None,
         "seq": state.seq.get(code) if state is not None else None,
@@ -132,11 +220,12 @@ async def get_constituents(code: str, services: ServicesDep) -> dict[str, Any]:
                 ),
                 "index_shares": line.index_shares,
                 "last_tick_time": _tick_time(times, line.secid),
-                "stale": _stale(times, line.secid, services.stale_after_seconds),
+                "stale": _stale(times, line.secid, stale_after_seconds, now),
             }
             for line, price in lines
         ],
     }
+    return message, min(fresh, default=None)
 
 
 def _query_time(value: str | None, name: str) -> datetime | None:

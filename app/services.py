@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -10,17 +14,128 @@ from starlette.requests import HTTPConnection
 
 from app.access import Access
 from app.errors import ApiError
+from app.models import ResponseBodies
 from app.ratelimit import RateLimiter
 from streaming.engine import Engine
 from streaming.errors import ConfigError
 from streaming.methodology.calculator import IndexSpec
 from streaming.methodology.definition import Family, IndexDefinition
+from streaming.publication import Publication
 from streaming.store.base import Store
 
 if TYPE_CHECKING:
     from app.broadcast import Broadcaster
 
 MIB = 1024 * 1024
+# How often the channel of a store is checked: the Redis store keeps its `listening` flag down
+# for at least its first reconnect delay (0.1 s) after losing the channel, so a drop it
+# reports is seen before it subscribes again.
+CHANNEL_CHECK_SECONDS = 0.05
+# The longest values are kept without a store read, seconds: the bound on serving a value whose
+# announcement was lost in a channel drop the store does not report (redis-py reconnects a
+# pub/sub connection by itself, and what is announced meanwhile never arrives).
+KEEP_SECONDS = 0.1
+
+
+def _consume_error(task: asyncio.Future[dict[str, Publication]]) -> None:
+    # Every waiter gets the error; this only keeps asyncio from reporting it as unread when
+    # all of them went away first.
+    if not task.cancelled():
+        task.exception()
+
+
+class LatestValues:
+    """The store's latest value per index, read about once per publication instead of once per
+    request.
+
+    For a store whose publications reach this process over a channel that can be down (Redis,
+    which has a `listening` flag), the values read are kept and answered until the store's
+    fan-out hands this process anything (a publication, or one the engine could not commit),
+    until the channel is seen down, or for KEEP_SECONDS at most; the next request then reads
+    the store again, and the requests that come in meanwhile share that read. A store without
+    such a channel (the memory store, in this process) is read on every request: that read is
+    a dictionary copy.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._values: Mapping[str, Publication] | None = None
+        self._until = 0.0  # monotonic seconds: the kept values are read again after this
+        self._version = 0  # counts the reasons to read again
+        self._reading: tuple[int, asyncio.Future[dict[str, Publication]], float] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False  # both tasks are following the store
+
+    @property
+    def kept(self) -> bool:
+        """True when a read now answers without asking the store."""
+        return self._values is not None and time.monotonic() < self._until and self._following()
+
+    async def start(self) -> None:
+        """Follow the store's fan-out from now on (if its values can be kept at all)."""
+        if self._tasks or not hasattr(self._store, "listening"):
+            return
+        publications = self._store.subscribe()  # registered now: nothing committed is missed
+        self._tasks = [
+            asyncio.create_task(self._follow(publications), name="latest-values"),
+            asyncio.create_task(self._watch_channel(), name="latest-values-channel"),
+        ]
+        self._running = True
+        for task in self._tasks:
+            task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._running = False  # either task ending ends the keeping, for good
+        self._forget()
+
+    async def stop(self) -> None:
+        """Stop following; every read goes to the store again."""
+        tasks, self._tasks = self._tasks, []
+        self._running = False
+        self._forget()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def read(self) -> Mapping[str, Publication]:
+        """The last committed value per index code (not to be modified)."""
+        values = self._values
+        now = time.monotonic()
+        if values is not None and now < self._until and self._following():
+            return values
+        if not self._following():
+            return await self._store.latest()
+        version = self._version
+        reading = self._reading
+        if reading is None or reading[0] != version or reading[1].done():
+            task = asyncio.ensure_future(self._store.latest())
+            task.add_done_callback(_consume_error)
+            self._reading = reading = (version, task, now)
+        values = await asyncio.shield(reading[1])
+        if version == self._version and self._following():
+            # Nothing was announced while it was being read: good until the next announcement.
+            self._values, self._until = values, reading[2] + KEEP_SECONDS
+        return values
+
+    def _following(self) -> bool:
+        return self._running and bool(getattr(self._store, "listening", False))
+
+    def _forget(self) -> None:
+        self._values = None
+        self._version += 1
+        self._reading = None
+
+    async def _follow(self, publications: AsyncIterator[Publication]) -> None:
+        async for _ in publications:
+            self._forget()
+
+    async def _watch_channel(self) -> None:
+        while True:
+            if not getattr(self._store, "listening", False):
+                self._forget()
+            await asyncio.sleep(CHANNEL_CHECK_SECONDS)
 
 
 @dataclass(slots=True)
@@ -47,8 +162,13 @@ class Services:
     ingest_stream: bool = False  # POST /v1/ticks appends to the store's durable stream
     ingest_limit: RateLimiter = field(default_factory=RateLimiter)  # ticks and FX, per token
     cors_origins: tuple[str, ...] = ()  # browser origins allowed by CORS; empty: no CORS at all
+    # The REST bodies of the latest values, made once per publication (app.rest).
+    bodies: ResponseBodies = field(default_factory=ResponseBodies)
+    # The store's latest values, kept between publications where that is exact.
+    latest_values: LatestValues = field(init=False)
 
     def __post_init__(self) -> None:
+        self.latest_values = LatestValues(self.store)
         if isinstance(self.definition, IndexDefinition):
             self.definition = Family.of(self.definition)
         for name in (
@@ -101,6 +221,12 @@ def services_of(connection: HTTPConnection) -> Services:
     """The Services of the app serving this request or WebSocket."""
     services: Services = connection.app.state.services
     return services
+
+
+async def request_services(connection: HTTPConnection) -> Services:
+    """services_of as a request dependency: a coroutine, so FastAPI calls it on the event loop
+    instead of handing it to its thread pool on every request."""
+    return services_of(connection)
 
 
 def broadcaster_of(connection: HTTPConnection) -> Broadcaster:

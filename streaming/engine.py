@@ -371,10 +371,11 @@ class Engine(Rebasing):
         self._roll_day_if_needed(grid_epoch)
         self.apply_due_base_changes(grid_epoch)
         moment = utc_from_epoch(grid_epoch)
-        kinds = {
-            name: self.timetable.publication(moment, profile, self.cadence)
-            for name, profile in self._profiles.items()
+        by_profile = {
+            profile: self.timetable.publication(moment, profile, self.cadence)
+            for profile in set(self._profiles.values())
         }
+        kinds = {name: by_profile[profile] for name, profile in self._profiles.items()}
         if all(kind is PublicationKind.NONE for kind in kinds.values()):
             return []
         incremental = self.calculator.capitalization.copy()
