@@ -151,6 +151,7 @@ class Engine(Rebasing):
         self.trading_day = self.timetable.trading_day(utc_from_epoch(clock())).isoformat()
         self.last_grid: float | None = None
         self.stats = EngineStats()
+        self._group_secids: dict[int, tuple[npt.NDArray[np.intp], list[str]]] = {}
         self.state = "created"
         self._tasks: list[asyncio.Task[None]] = []
         # No [guard] table: no guard (every valid tick moves the index at once).
@@ -383,6 +384,7 @@ class Engine(Rebasing):
         self.stats.last_drift = float(np.max(np.abs(incremental - mc) / mc))
         fx = self.fx.status(moment, self.fx_settings.limits)
         publications = []
+        stale_of: dict[int, tuple[str, ...]] = {}
         for code, group in self.group_of.items():
             kind = kinds[self.calculator.groups[group].name]
             if kind is PublicationKind.NONE:
@@ -396,6 +398,8 @@ class Engine(Rebasing):
             value = self.value_of(code, float(mc[group]), rate)
             previous = self.previous_close.setdefault(code, value)
             members = self.calculator.members(group)
+            if group not in stale_of:  # one group can carry two indices (IMOEX and RTSI)
+                stale_of[group] = self._stale_lines(group, members, grid_epoch)
             publications.append(
                 Publication(
                     code=code,
@@ -412,7 +416,7 @@ class Engine(Rebasing):
                     fx_stale=usd and fx.stale,
                     kind=kind.value,
                     status=self._status(kind, grid_epoch),
-                    stale_lines=self._stale_lines(group, members, grid_epoch),
+                    stale_lines=stale_of[group],
                     contributions=self._contributions(code, group, members, value, rate),
                 )
             )
@@ -465,6 +469,16 @@ class Engine(Rebasing):
         stale = ~(epoch - times <= self.line_stale_seconds)  # NaN (no trade) counts as stale
         return tuple(self.calculator.secids[i] for i in members[stale].tolist())
 
+    def _secids_of(self, group: int, members: npt.NDArray[np.intp]) -> list[str]:
+        """The secids of a group's lines, kept until its members change (a base change)."""
+        cached = self._group_secids.get(group)
+        if cached is None or cached[0] is not members:
+            cached = self._group_secids[group] = (
+                members,
+                [self.calculator.secids[i] for i in members.tolist()],
+            )
+        return cached[1]
+
     def _contributions(
         self,
         code: str,
@@ -482,7 +496,7 @@ class Engine(Rebasing):
         row = int(calc.profile_of_group[group])
         shares = calc.shares[members, group]
         now = calc.prices[row, members]
-        secids = [calc.secids[i] for i in members.tolist()]
+        secids = self._secids_of(group, members)
         then = self._published_prices[row, members]
         divisor = self.divisors[code]
         since_previous = line_points(shares, now, then, divisor, fx_rate)
