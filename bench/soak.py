@@ -20,9 +20,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
+from bench.harness import (
+    free_port,
+    proc_cpu_seconds,
+    proc_rss_kib,
+    start_redis,
+    stop_process,
+)
+
 CODES = ("IMOEX", "RTSI")
 SUBPROTOCOL = Subprotocol("index-ticker.v1")
 TOKEN = "soak-ingest-token-" + "0" * 24
@@ -48,14 +54,6 @@ RAMP_TIMEOUT = 180.0  # seconds for every client to connect before the measured 
 SETTLE_TIMEOUT = 30.0  # seconds for churned clients to resume after churn stops
 WALK_SIGMA = 0.0005  # relative price step per tick
 WALK_BAND = 0.03  # prices stay within this fraction of the reference (far below the guard)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,23 +286,9 @@ def load_main(
 # The parent: service, ticks, sampling, verdict.
 
 
-def proc_rss_kib(pid: int) -> int:
-    """Resident set size of a process, KiB (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def proc_fds(pid: int) -> int:
     """Open file descriptors of a process."""
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def slope_per_minute(times: list[float], values: list[float]) -> float:
@@ -364,31 +348,6 @@ class Ticker:
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A private redis-server on a free loopback port, no persistence; (process, url)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not on PATH")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as probe:
-                probe.sendall(b"PING\r\n")
-                if probe.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"redis-server on port {port} did not answer PING")
-
-
 def start_service(
     args: argparse.Namespace, directory: Path, redis_url: str | None
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
@@ -421,16 +380,6 @@ def start_service(
         time.sleep(0.2)
     process.kill()
     raise SystemExit("the service did not answer /healthz")
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def reference_lines(base_url: str, count: int) -> dict[str, float]:
