@@ -75,7 +75,7 @@ def start_service(
     argv = [sys.executable, "-m", "streaming.cli", command, "--host", "127.0.0.1",
             "--port", str(port), "--config", str(config), *flags]  # fmt: skip
     log_path = directory / f"{name}.log"
-    environment = dict(os.environ, INDEX_TICKER_INGEST_TOKEN=TOKEN, **(env or {}))
+    environment = {**os.environ, "INDEX_TICKER_INGEST_TOKEN": TOKEN, **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environment)
     deadline = time.monotonic() + START_TIMEOUT

@@ -38,8 +38,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
+from bench import harness
 from bench.harness import (
-    free_port,
     proc_cpu_seconds,
     proc_rss_kib,
     start_redis,
@@ -352,34 +352,20 @@ def start_service(
     args: argparse.Namespace, directory: Path, redis_url: str | None
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """The service as a subprocess on a free port; (process, port, log path)."""
-    port = free_port()
-    config = directory / "soak.toml"
     # One address carries every client, so the per-address limit must admit them all.
-    settings = f'ws_max_connections_per_address = {args.clients + 100}\nlog_level = "warning"\n'
+    settings = f"ws_max_connections_per_address = {args.clients + 100}\n"
     if args.history_limit:
         settings += f"history_limit = {args.history_limit}\n"
-    config.write_text(settings)
-    command = [sys.executable, "-m", "streaming.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--cadence", "1", "--feed", "none",
-               "--config", str(config)]  # fmt: skip
+    flags = ["--cadence", "1", "--feed", "none"]
     if redis_url:
-        command += ["--redis-url", redis_url, "--namespace", f"soak-{os.getpid()}"]
-    log_path = directory / "service.log"
-    env = dict(os.environ, INDEX_TICKER_INGEST_TOKEN=TOKEN)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process, port, log_path
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the service did not answer /healthz")
+        flags += ["--redis-url", redis_url, "--namespace", f"soak-{os.getpid()}"]
+    return harness.start_service(
+        directory,
+        *flags,
+        settings=settings,
+        env={"INDEX_TICKER_INGEST_TOKEN": TOKEN},
+        name="service",
+    )
 
 
 def reference_lines(base_url: str, count: int) -> dict[str, float]:

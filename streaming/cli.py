@@ -83,45 +83,23 @@ def run_compute(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_api(args: argparse.Namespace) -> int:
+def run_service(args: argparse.Namespace) -> int:
+    """`serve` (engine + API) or `api` (the API alone): settings file, then flags over it."""
     from streaming.serve import serve
     from streaming.settings import Settings, load_settings_file
 
     settings = load_settings_file(args.config) if args.config else Settings()
-    settings = settings.with_overrides(
-        host=args.host,
-        port=args.port,
-        redis_url=args.redis_url,
-        definition=args.definition,
-        namespace=args.namespace,
-        log_level=args.log_level,
-    )
-    serve(settings, api_only=True)
-    return 0
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    from streaming.serve import serve
-    from streaming.settings import Settings, load_settings_file
-
-    settings = load_settings_file(args.config) if args.config else Settings()
-    settings = settings.with_overrides(
-        host=args.host,
-        port=args.port,
-        redis_url=args.redis_url,
-        feed=args.feed,
-        cadence=args.cadence,
-        session=args.session,
-        definition=args.definition,
-        fx_rate=args.fx,
-        seed=args.seed,
-        replay_speed=args.replay_speed,
-        namespace=args.namespace,
-        ingest_stream=True if args.ingest_stream else None,
-        leader_lease=True if args.standby else None,
-        log_level=args.log_level,
-    )
-    serve(settings)
+    # Flags the command has; a flag not given (None) leaves the file's or default value.
+    flags = {
+        "host": "host", "port": "port", "redis_url": "redis_url", "feed": "feed",
+        "cadence": "cadence", "session": "session", "definition": "definition",
+        "fx_rate": "fx", "seed": "seed", "replay_speed": "replay_speed",
+        "namespace": "namespace", "log_level": "log_level",
+    }  # fmt: skip
+    overrides = {key: getattr(args, flag, None) for key, flag in flags.items()}
+    overrides["ingest_stream"] = True if getattr(args, "ingest_stream", False) else None
+    overrides["leader_lease"] = True if getattr(args, "standby", False) else None
+    serve(settings.with_overrides(**overrides), api_only=args.command == "api")
     return 0
 
 
@@ -264,9 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "compute":
             return run_compute(args)
-        if args.command == "api":
-            return run_api(args)
-        return run_serve(args)
+        return run_service(args)
     except IndexTickerError as error:
         print(f"index-ticker: error: {error}", file=sys.stderr)
         return 2
