@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app import messages
-from app.protocol import Channel, CloseCode, dumps
+from app.protocol import Channel, CloseCode, dumps, text_frame
 from app.subscription import Client, LiveSubscription
 from streaming.publication import EngineState, Publication
 from streaming.store.base import Store
@@ -44,24 +44,57 @@ STATE_READ_TIMEOUT = 5.0  # seconds to read the state behind a constituents mess
 
 
 class Update:
-    """One publication as an update message, serialised at most twice and shared."""
+    """One publication as an update message, serialised at most twice and shared, as JSON text
+    and as the WebSocket frame carrying it."""
 
-    __slots__ = ("_plain", "_with", "publication")
+    __slots__ = ("_frames", "_texts", "publication")
 
     def __init__(self, publication: Publication) -> None:
         self.publication = publication
-        self._plain: str | None = None
-        self._with: str | None = None
+        self._texts: dict[bool, str] = {}
+        self._frames: dict[bool, bytes] = {}
 
     def text(self, contributions: bool) -> str:
         """The JSON text, with the largest contributions or without."""
-        if contributions:
-            if self._with is None:
-                self._with = dumps(self.publication.message("update", contributions=True))
-            return self._with
-        if self._plain is None:
-            self._plain = dumps(self.publication.message("update"))
-        return self._plain
+        text = self._texts.get(contributions)
+        if text is None:
+            message = self.publication.message("update", contributions=contributions)
+            text = self._texts[contributions] = dumps(message)
+        return text
+
+    def frame(self, contributions: bool) -> bytes:
+        """The text as a WebSocket text frame."""
+        frame = self._frames.get(contributions)
+        if frame is None:
+            frame = self._frames[contributions] = text_frame(self.text(contributions))
+        return frame
+
+
+class Writes:
+    """Connections with something newly queued, written in one pass once the round of fan-out
+    that queued it has finished: one loop callback per round, not one per connection."""
+
+    __slots__ = ("_due", "_scheduled")
+
+    def __init__(self) -> None:
+        self._due: list[Callable[[], None]] = []
+        self._scheduled = False
+
+    def due(self, write: Callable[[], None]) -> None:
+        """Call `write` after the current round (the caller asks once per round)."""
+        self._due.append(write)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        due, self._due = self._due, []
+        self._scheduled = False
+        for write in due:
+            try:
+                write()
+            except Exception:
+                log.exception("a connection's write failed; going on with the others")
 
 
 class Broadcaster:
@@ -82,6 +115,7 @@ class Broadcaster:
         self._live_values: dict[str, float] = {}
         self._live_version = 0
         self._live_wake = asyncio.Event()
+        self.writes = Writes()
         self.received = 0  # publications taken from the store channel
         self.dropped_total = 0  # messages conflated away across all clients since start
         self.channel_errors = 0
@@ -210,8 +244,14 @@ class Broadcaster:
         if subscribers:
             update = Update(publication)
             key = (Channel.INDEX.value, code)
-            for client in subscribers:
-                self._count(client.offer(key, publication.seq, update.text(client.index[code])))
+            seq = publication.seq
+            now = time.monotonic()
+            dropped = 0
+            for client in subscribers:  # the hot loop: positional arguments, no lookups beyond
+                contributions = client.index[code]
+                text, frame = update.text(contributions), update.frame(contributions)
+                dropped += client.offer(key, seq, text, 0, frame, now)
+            self._count(dropped)
         if self._constituents.get(code):
             await self._dispatch_constituents(publication)
 
@@ -250,8 +290,9 @@ class Broadcaster:
         text = dumps(self.constituents_message(code, state))
         seq = state.seq.get(code)
         key = (Channel.CONSTITUENTS.value, code)
+        frame = text_frame(text)
         for client in self._constituents.get(code, ()):
-            self._count(client.offer(key, seq, text))
+            self._count(client.offer(key, seq, text, frame=frame))
 
     def constituents_message(self, code: str, state: EngineState | None) -> dict[str, Any]:
         """The constituents message of an index from a saved state."""

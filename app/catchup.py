@@ -27,14 +27,15 @@ REPLAY_PAGE = 500  # publications read from the history per round trip
 class CatchUp:
     """Snapshot, replay and constituents for one connection's subscriptions."""
 
+    __slots__ = ("client", "connection", "store")
+
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.client = connection.client
         self.store = connection.services.store
 
     async def _reply(self, text: str) -> None:
-        async with self.connection.send_lock:
-            await self.connection.send_text(text)
+        await self.connection.reply(text)
 
     async def index(self, command: Subscribe) -> None:
         """Subscribe codes on the index channel: snapshot or resume each, then go live."""

@@ -7,9 +7,12 @@ command or raises ProtocolError naming the field at fault. docs/protocol.md is t
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
+
+import orjson
 
 SUBPROTOCOL = "index-ticker.v1"  # selected when the client offers it in Sec-WebSocket-Protocol
 OPERATIONS = ("subscribe", "unsubscribe", "ping")
@@ -148,6 +151,8 @@ def _codes(data: dict[str, Any], limits: Limits) -> tuple[str, ...]:
 
 def _channel(data: dict[str, Any]) -> Channel:
     raw = data.get("channel", Channel.INDEX.value)
+    if raw == Channel.INDEX.value:
+        return Channel.INDEX
     names = ", ".join(channel.value for channel in Channel)
     if not isinstance(raw, str):
         raise ProtocolError("channel", f"must be a string, one of {names}")
@@ -213,6 +218,20 @@ def with_fields(text: str, **extra: Any) -> str:
     return f"{body},{added}}}" if body != "{" else f"{{{added}}}"
 
 
+def text_frame(text: str) -> bytes:
+    """One unmasked, unfragmented, uncompressed WebSocket text frame (RFC 6455 §5.2) carrying
+    `text`: what a server sends, identical for every client, so it is built once and shared."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
 def dumps(message: dict[str, Any]) -> str:
-    """Compact JSON text, the form of every server message."""
-    return json.dumps(message, separators=(",", ":"))
+    """Compact JSON text, the form of every server message (serialised once, then shared)."""
+    return orjson.dumps(message).decode()

@@ -9,9 +9,9 @@ it: nothing published meanwhile is lost, nothing is sent twice.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.outbox import HEARTBEAT, Entry, Key, Outbox
@@ -55,7 +55,7 @@ class Client:
     sending_since: float | None = None  # oldest value of a fan-out send not yet completed
     replying_since: float | None = None  # start of a reply (snapshot, replay) not yet completed
     close_request: tuple[int, str] | None = None
-    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    on_close_request: Callable[[], None] | None = None  # the connection's way to stop itself
     sent: int = 0
 
     def __post_init__(self) -> None:
@@ -90,11 +90,20 @@ class Client:
 
     # --- queueing ----------------------------------------------------------------------
 
-    def offer(self, key: Key, seq: int | None, text: str, conflated: int = 0) -> int:
+    def offer(
+        self,
+        key: Key,
+        seq: int | None,
+        text: str,
+        conflated: int = 0,
+        frame: bytes | None = None,
+        now: float | None = None,
+    ) -> int:
         """Queue a message (or hold it while its key is being caught up); never waits.
-        `conflated`: messages of its key it already stands for. Returns how many queued
-        messages conflation dropped to make room."""
-        entry = Entry(key, seq, text, time.monotonic(), conflated)
+        `conflated`: messages of its key it already stands for; `frame`: the text as a shared
+        WebSocket frame; `now`: monotonic seconds, when the caller has read the clock already.
+        Returns how many queued messages conflation dropped to make room."""
+        entry = Entry(key, seq, text, time.monotonic() if now is None else now, conflated, frame)
         held = self.held.get(key)
         if held is not None:
             held.append(entry)  # a bounded deque: the history read covers what falls out
@@ -184,4 +193,5 @@ class Client:
         """Ask the connection to close with this code and reason (the first request wins)."""
         if self.close_request is None:
             self.close_request = (code, reason)
-            self.closing.set()
+            if self.on_close_request is not None:
+                self.on_close_request()

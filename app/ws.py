@@ -1,7 +1,15 @@
-"""WS /v1/ws: the feed endpoint. Admission (API key, limits), then per connection two tasks:
-this reader acts on client messages and answers them itself (snapshots, replays, pongs,
-errors), and a sender drains the connection's outbox (updates, constituents, live values,
-heartbeats). Both write under one lock; the fan-out never waits for either.
+"""WS /v1/ws: the feed endpoint. Admission (API key, limits), then one task per connection (the
+server's own): it reads client messages and answers them itself (snapshots, replays, pongs,
+errors). Fan-out messages (updates, constituents, live values, heartbeats) are written from the
+connection's outbox once the round of fan-out that queued them is over, without a task:
+
+- under `FeedProtocol` (the server's WebSocket protocol, see `uvicorn_options`) the frames built
+  once for every client are written as they are, everything queued in one write;
+- otherwise, or when the socket is backed up, through the ASGI send: a send that the socket
+  takes at once completes there and then; one that has to wait goes on in a task of its own,
+  which drains the outbox and ends.
+
+One writer at a time (`Turn`); the fan-out never waits for anyone.
 """
 
 from __future__ import annotations
@@ -9,15 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app import messages
 from app.access import Refusal, presented_key
 from app.broadcast import Broadcaster
 from app.catchup import CatchUp
+from app.outbox import Entry
 from app.protocol import (
     SUBPROTOCOL,
     Channel,
@@ -38,9 +50,134 @@ router = APIRouter()
 
 CLOSE_TIMEOUT = 5.0  # seconds to get a close frame out to a client that reads slowly
 
+Send = Coroutine[Any, Any, None]
+FRAMES = "index-ticker.frames"  # the scope extension through which FeedProtocol takes frames
+# The kernel's send buffer per connection, bytes (Linux doubles it). Its own sizing grows it to
+# megabytes for a client that stops reading, so a stuck client would hide minutes of updates
+# there before the outbox saw any back-pressure; a feed connection needs far less.
+SEND_BUFFER_BYTES = 64 * 1024
+
+
+class FeedProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with what the fan-out needs on top: the scope offers
+    the connection under the FRAMES extension, to write frames built once for every client (and
+    all of a round's in one write), and the handshake is let go of once the connection is open."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):  # not every transport has one
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        scope = getattr(self, "scope", None)  # there is none before the handshake
+        if scope is not None:
+            (scope.get("extensions") or {}).pop(FRAMES, None)  # no cycle left to collect
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if not self.close_sent:
+            extensions = self.scope.setdefault("extensions", {})
+            if extensions is not None:
+                extensions[FRAMES] = {"sink": self}
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message.get("type") == "websocket.accept":
+            # The request and response headers are not needed once open: a few KiB each.
+            self.request = self.response = None  # type: ignore[assignment]
+
+    def frames_writable(self) -> bool:
+        """True when whole frames can go straight to the socket: open, not backed up, and
+        no per-connection encoding (compression) negotiated."""
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.writable.is_set()
+            and not self.conn.extensions
+            and not self.transport.is_closing()
+        )
+
+    def write_frames(self, data: bytes) -> None:
+        """Write whole server frames (a frame is never split between two writers)."""
+        self.transport.write(data)
+
+
+def frame_sink(websocket: WebSocket) -> FeedProtocol | None:
+    """The connection's FeedProtocol when the server runs it, else None."""
+    extensions = websocket.scope.get("extensions") or {}
+    sink = (extensions.get(FRAMES) or {}).get("sink")
+    return sink if isinstance(sink, FeedProtocol) else None
+
+
+class Turn:
+    """Who writes to the socket: one writer at a time, taken at once when nobody has it."""
+
+    __slots__ = ("_free", "taken")
+
+    def __init__(self) -> None:
+        self.taken = False
+        self._free: asyncio.Event | None = None  # made only when someone has to wait
+
+    async def take(self) -> None:
+        while self.taken:
+            if self._free is None:
+                self._free = asyncio.Event()
+            await self._free.wait()
+        self.taken = True
+
+    def give(self) -> None:
+        self.taken = False
+        if self._free is not None:
+            self._free.set()
+            self._free = None
+
+
+def step(send: Send) -> Any:
+    """Run a send coroutine until it completes (None) or has to wait (the future it waits on).
+    A send to a socket that takes the bytes completes without waiting: no task is needed."""
+    try:
+        return send.send(None)
+    except StopIteration:
+        return None
+
+
+async def finish(send: Send, waiting: Any) -> None:
+    """Drive a send coroutine that `step` left waiting on a future, to its end."""
+    try:
+        while waiting is not None:
+            if isinstance(waiting, asyncio.Future):
+                # What a task does with the future a coroutine yields: wait, then resume it.
+                waiting._asyncio_future_blocking = False
+                await asyncio.wait([waiting])
+            else:  # a bare yield: give the loop one turn
+                await asyncio.sleep(0)
+            waiting = step(send)
+    finally:
+        send.close()  # cancelled half-way: the send is abandoned, nothing of it written
+
 
 class Connection:
-    """One WebSocket client: its reader, its sender, and its subscriptions."""
+    """One WebSocket client: its reader, its writes, and its subscriptions."""
+
+    __slots__ = (
+        "broadcaster",
+        "catch_up",
+        "client",
+        "draining",
+        "failed",
+        "flush_due",
+        "limits",
+        "services",
+        "sink",
+        "stopping",
+        "task",
+        "turn",
+        "websocket",
+    )
 
     def __init__(self, websocket: WebSocket, services: Services, broadcaster: Broadcaster) -> None:
         self.websocket = websocket
@@ -63,38 +200,108 @@ class Connection:
             max_codes=services.ws_max_subscriptions,
             live_floor_ms=services.ws_live_min_interval_ms,
         )
-        self.send_lock = asyncio.Lock()
+        self.sink = frame_sink(websocket)
+        self.turn = Turn()
+        self.flush_due = False
+        self.draining: asyncio.Task[None] | None = None
+        self.failed = False  # a send failed: the connection is gone
+        self.stopping = False  # this connection cancelled its own task to end
+        self.task: asyncio.Task[Any] | None = None
         self.catch_up = CatchUp(self)
+        self.client.outbox.listener = self.schedule_flush
+        self.client.on_close_request = self.stop
 
     # --- writing -----------------------------------------------------------------------
 
-    async def send_text(self, text: str) -> None:
-        """Send one reply now; the caller holds send_lock. Counts in the lag while it waits."""
-        self.client.replying_since = time.monotonic()
+    async def reply(self, text: str) -> None:
+        """Send one reply now, in order with the outbox; counts in the lag while it waits."""
+        await self.turn.take()
         try:
-            await self.websocket.send_text(text)
+            self.client.replying_since = time.monotonic()
+            try:
+                await self.websocket.send_text(text)
+            finally:
+                self.client.replying_since = None
+            self.client.last_sent = time.monotonic()
         finally:
-            self.client.replying_since = None
-        self.client.last_sent = time.monotonic()
+            self.turn.give()
+        self.flush()  # what was queued while the reply went out
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send one reply, in order with the outbox."""
-        async with self.send_lock:
-            await self.send_text(dumps(message))
+        await self.reply(dumps(message))
 
-    async def pump(self) -> None:
-        """Send the outbox until the connection fails; the only sender of fan-out messages."""
+    def schedule_flush(self) -> None:
+        """Something was queued: write it once the fan-out round in progress has finished."""
+        if not self.flush_due:
+            self.flush_due = True
+            self.broadcaster.writes.due(self.flush)
+
+    def flush(self) -> None:
+        """Write what the outbox holds, now, for as long as the socket takes it at once."""
+        self.flush_due = False
+        if self.turn.taken or self.failed:
+            return  # the writer that has the turn flushes when it is done
         client = self.client
-        while True:
-            entry = await client.outbox.get()
-            client.sending_since = entry.since  # taken from the outbox, not delivered yet
-            try:
-                async with self.send_lock:
-                    if not client.stale(entry):
-                        await self.websocket.send_text(entry.wire())
-                        client.mark_sent(entry)
-            finally:
+        sink = self.sink
+        if sink is not None and sink.frames_writable():
+            frames = []
+            while (entry := client.outbox.pop()) is not None:
+                if not client.stale(entry):
+                    frames.append(entry.wire_frame())
+                    client.mark_sent(entry)
+            if frames:
+                sink.write_frames(frames[0] if len(frames) == 1 else b"".join(frames))
+            return
+        self.turn.taken = True
+        try:
+            while (entry := client.outbox.pop()) is not None:
+                if client.stale(entry):
+                    continue
+                client.sending_since = entry.since
+                send = self.websocket.send_text(entry.wire())
+                waiting = step(send)
+                if waiting is not None:
+                    self.draining = asyncio.create_task(self.drain(send, waiting, entry))
+                    return  # the task keeps the turn
                 client.sending_since = None
+                client.mark_sent(entry)
+        except Exception as error:
+            self.fail(error)
+        self.turn.give()
+
+    async def drain(self, send: Send, waiting: Any, entry: Entry) -> None:
+        """Finish a send that had to wait, then the rest of the outbox; gives the turn back."""
+        client = self.client
+        try:
+            await finish(send, waiting)
+            client.sending_since = None
+            client.mark_sent(entry)
+            while (queued := client.outbox.pop()) is not None:
+                if client.stale(queued):
+                    continue
+                client.sending_since = queued.since
+                await self.websocket.send_text(queued.wire())
+                client.sending_since = None
+                client.mark_sent(queued)
+        except Exception as error:
+            self.fail(error)
+        finally:
+            client.sending_since = None
+            self.draining = None
+            self.turn.give()
+
+    def fail(self, error: Exception) -> None:
+        """A write failed: the client has gone; end the connection."""
+        log.debug("websocket send failed: %s", error)
+        self.failed = True
+        self.stop()
+
+    def stop(self) -> None:
+        """End this connection's task (a close request, or a failed write)."""
+        if self.task is not None and not self.stopping:
+            self.stopping = True
+            self.task.cancel()
 
     # --- client messages ---------------------------------------------------------------
 
@@ -143,22 +350,25 @@ class Connection:
     async def run(self) -> None:
         """Serve the connection until the client goes away, fails, or must be closed."""
         client = self.client
+        self.task = asyncio.current_task()
         self.broadcaster.attach(client)
-        tasks = [
-            asyncio.create_task(self.read(), name="ws-reader"),
-            asyncio.create_task(self.pump(), name="ws-sender"),
-            asyncio.create_task(client.closing.wait(), name="ws-closing"),
-        ]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if client.close_request is None:
+                await self.read()
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise  # the server is stopping, not this connection
+            if self.task is not None:
+                self.task.uncancel()
         finally:
+            self.stopping = True  # from here on nothing cancels this task
             self.broadcaster.detach(client)
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
+            draining = self.draining
+            if draining is not None:
+                draining.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        if client.close_request is not None:
+                    await draining
+        if client.close_request is not None and not self.failed:
             code, reason = client.close_request
             # The close frame waits behind what the client has not read yet: a client that
             # reads again gets it; one that never does is dropped without it.
@@ -166,7 +376,6 @@ class Connection:
                 await asyncio.wait_for(self.websocket.close(code, reason), CLOSE_TIMEOUT)
 
 
-@router.websocket("/v1/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """The feed: index updates, constituents, live values (see docs/protocol.md)."""
     services = services_of(websocket)
@@ -190,3 +399,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         log.debug("websocket closed: %s", error)
     finally:
         services.access.release(admission)
+
+
+# A plain Starlette route: the endpoint takes no dependencies, and FastAPI's dependency machinery
+# would keep an exit stack and several frames alive per connection for nothing.
+router.add_websocket_route("/v1/ws", websocket_endpoint)

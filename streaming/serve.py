@@ -156,17 +156,27 @@ SHUTDOWN_GRACE_SECONDS = 5
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's settings: address, logging, and the WebSocket keepalive and compression."""
+    """uvicorn's settings: address, logging, the WebSocket protocol, keepalive and compression.
+
+    The WebSocket protocol is app.ws.FeedProtocol, uvicorn's sans-I/O one (keepalive on timers,
+    no task per connection) taking the fan-out's frames built once for every client.
+    """
+    from app.ws import FeedProtocol
+
     return {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        # uvicorn formats an access-log line for every response even when the level hides it.
+        "access_log": settings.log_level in ("debug", "info"),
+        "ws": FeedProtocol,
         "ws_max_size": WS_MAX_SIZE,
         "ws_ping_interval": settings.ws_ping_interval or None,
         "ws_ping_timeout": settings.ws_ping_timeout or None,
         "ws_per_message_deflate": settings.ws_per_message_deflate,
         # A stop does not wait for ever on clients that never close.
         "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
+        "backlog": 4096,  # a burst of thousands of reconnecting feed clients
     }
 
 

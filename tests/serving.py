@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection
 
 from app.main import Services, create_app
+from app.ws import FeedProtocol
 from streaming.engine import Engine
 from streaming.methodology.base import Constituent, IndexBase
 from streaming.methodology.calculator import IndexSpec
@@ -144,6 +145,7 @@ async def running(app: FastAPI, *, ws_max_size: int = WS_MAX_SIZE) -> AsyncItera
         lifespan="on",
         log_level="warning",
         loop="asyncio",
+        ws=FeedProtocol,  # the WebSocket protocol the service runs with (uvicorn_options)
         ws_max_size=ws_max_size,
         timeout_graceful_shutdown=5,
     )
