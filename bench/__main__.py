@@ -18,7 +18,16 @@ from pathlib import Path
 from bench.harness import Table, machine
 
 # In the order they appear in docs/benchmarks.md.
-BENCHMARKS = ("calculator", "ingest", "publication", "grid", "fanout", "rest", "scaleout")
+BENCHMARKS = (
+    "calculator",
+    "ingest",
+    "replay_day",
+    "publication",
+    "grid",
+    "fanout",
+    "rest",
+    "scaleout",
+)
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 PREAMBLE = """# Benchmarks

@@ -156,6 +156,11 @@ def tables(
          "delivered"],
     )  # fmt: skip
     for run in runs:
+        if run.clients < clients:
+            table.notes.append(
+                f"{run.processes} API processes: {run.clients:,} of {clients:,} subscribers"
+                " connected in time; the figures are over those"
+            )
         delivered = f"{run.received:,}/{run.expected:,}"
         if run.missing or run.duplicates:
             delivered += f" ({run.missing:,} missing, {run.duplicates:,} twice)"
