@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -77,13 +76,13 @@ class Publication:
 
     def record(self) -> str:
         """The stored form: every field at full precision, JSON."""
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _PUBLICATION_ORDER}
         data["time"] = iso_utc(self.time)
-        return json.dumps(data, separators=(",", ":"))
+        return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
     @classmethod
     def from_record(cls, text: str | bytes) -> Publication:
-        data = json.loads(text)
+        data = orjson.loads(text)
         data["time"] = parse_time(data["time"])
         data["stale_lines"] = tuple(data.get("stale_lines", ()))
         return cls(**{key: value for key, value in data.items() if key in _PUBLICATION_FIELDS})
@@ -123,6 +122,7 @@ class EngineState:
         return cls(**{key: value for key, value in data.items() if key in _STATE_FIELDS})
 
 
-_PUBLICATION_FIELDS = frozenset(f.name for f in fields(Publication))
+_PUBLICATION_ORDER = tuple(f.name for f in fields(Publication))
+_PUBLICATION_FIELDS = frozenset(_PUBLICATION_ORDER)
 _STATE_ORDER = tuple(f.name for f in fields(EngineState))
 _STATE_FIELDS = frozenset(_STATE_ORDER)
