@@ -74,11 +74,12 @@ class Writes:
     """Connections with something newly queued, written in one pass once the round of fan-out
     that queued it has finished: one loop callback per round, not one per connection."""
 
-    __slots__ = ("_due", "_scheduled")
+    __slots__ = ("_due", "_scheduled", "after")
 
     def __init__(self) -> None:
         self._due: list[Callable[[], None]] = []
         self._scheduled = False
+        self.after: Callable[[], None] | None = None  # called once a round is written
 
     def due(self, write: Callable[[], None]) -> None:
         """Call `write` after the current round (the caller asks once per round)."""
@@ -95,6 +96,8 @@ class Writes:
                 write()
             except Exception:
                 log.exception("a connection's write failed; going on with the others")
+        if self.after is not None:
+            self.after()
 
 
 class Broadcaster:

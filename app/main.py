@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 import streaming
 from app import admin, fx, history, ingest, redaction, rest, ws
 from app.broadcast import Broadcaster
+from app.collector import Collector
 from app.errors import install_error_handlers
 from app.models import error_responses
 from app.services import Services, services_of
@@ -48,6 +49,15 @@ def create_app(services: Services) -> FastAPI:
                 stack.push_async_callback(services.engine.stop)
             await broadcaster.start()
             stack.push_async_callback(broadcaster.stop)
+            cadence = (
+                services.engine.cadence
+                if services.engine is not None
+                else services.family.cadence_seconds
+            )
+            collector = Collector(cadence)
+            collector.start()
+            stack.push_async_callback(collector.stop)
+            broadcaster.writes.after = collector.after_round
             await services.latest_values.start()
             stack.push_async_callback(services.latest_values.stop)
             yield
