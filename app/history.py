@@ -14,13 +14,12 @@ from pydantic import BaseModel, Field
 
 from app.errors import ApiError
 from app.models import error_responses
+from app.rest import query_time
 from app.services import Services, request_services
 from streaming.candles import Candle, CandleError, Interval, bucket_end, bucket_start, candles
-from streaming.errors import TickRejected
 from streaming.methodology.schedule import iso_utc
 from streaming.publication import PUBLISHED_DECIMALS, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
-from streaming.ticks import parse_time
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1_000
@@ -104,18 +103,9 @@ class CandlesBody(BaseModel):
     candles: list[CandleBody]
 
 
-def _query_time(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value, name)
-    except TickRejected as error:
-        raise ApiError(422, f"{name}: {error.reason}", field=name) from None
-
-
 def _range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
-    start = _query_time(since, "since")
-    end = _query_time(until, "until")
+    start = query_time(since, "since")
+    end = query_time(until, "until")
     if start is not None and end is not None and start > end:
         raise ApiError(422, "since: must not be after until", field="since")
     return start, end

@@ -228,7 +228,8 @@ def constituents_message(
     return message, min(fresh, default=None)
 
 
-def _query_time(value: str | None, name: str) -> datetime | None:
+def query_time(value: str | None, name: str) -> datetime | None:
+    """A time query parameter (ISO 8601), or a 422 naming it."""
     if value is None:
         return None
     try:
@@ -256,8 +257,8 @@ async def get_history(
 ) -> dict[str, Any]:
     """Published values of one index in ascending time order, since <= time <= until."""
     services.spec(code)
-    start = _query_time(since, "since")
-    end = _query_time(until, "until")
+    start = query_time(since, "since")
+    end = query_time(until, "until")
     if start is not None and end is not None and start > end:
         raise ApiError(422, "since: must not be after until", field="since")
     publications = await services.store.history(code, start, end, limit)
