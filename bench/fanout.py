@@ -37,6 +37,7 @@ from bench.harness import (
     proc_cpu_seconds,
     proc_rss_kib,
     ratio,
+    sleep_until,
     start_service,
     stop_process,
 )
@@ -111,10 +112,6 @@ def start_naive(directory: Path, template: Path) -> tuple[subprocess.Popen[bytes
             time.sleep(0.2)
     process.kill()
     raise SystemExit("the baseline app did not start")
-
-
-def sleep_until(moment: float) -> None:
-    time.sleep(max(0.0, moment - time.time()))
 
 
 def measure(

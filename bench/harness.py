@@ -103,6 +103,11 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def sleep_until(moment: float) -> None:
+    """Sleep until a wall-clock moment (epoch seconds); at once if it has passed."""
+    time.sleep(max(0.0, moment - time.time()))
+
+
 def proc_rss_kib(pid: int) -> int:
     """Resident memory of a process (Linux /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

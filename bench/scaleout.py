@@ -31,6 +31,7 @@ from bench.harness import (
     proc_cpu_seconds,
     proc_rss_kib,
     ratio,
+    sleep_until,
     start_redis,
     start_service,
     stop_process,
@@ -58,10 +59,6 @@ class Scale:
     received: int
     missing: int
     duplicates: int
-
-
-def sleep_until(moment: float) -> None:
-    time.sleep(max(0.0, moment - time.time()))
 
 
 def measure(processes: int, clients: int, seconds: int, directory: Path) -> Scale:

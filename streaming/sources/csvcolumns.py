@@ -31,12 +31,15 @@ class Fields:
         self.bounds = bounds
         self.rows = len(bounds)
         self.padded: Bytes = buf  # buf with zeros after it, grown on demand
+        columns = bounds.shape[1] - 1
+        self._lows = [np.ascontiguousarray(bounds[:, k] + 1) for k in range(columns)]
+        self._highs = [np.ascontiguousarray(bounds[:, k + 1]) for k in range(columns)]
 
     def low(self, k: int) -> IntArray:
-        return np.ascontiguousarray(self.bounds[:, k] + 1)
+        return self._lows[k]
 
     def high(self, k: int) -> IntArray:
-        return np.ascontiguousarray(self.bounds[:, k + 1])
+        return self._highs[k]
 
     def block(self, k: int, width: int | None = None) -> Bytes:
         """Field k of every row as a (rows, width) byte matrix, zero past each field's end
