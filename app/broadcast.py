@@ -250,10 +250,10 @@ class Broadcaster:
             seq = publication.seq
             now = time.monotonic()
             dropped = 0
+            shared = {flag: (update.text(flag), update.frame(flag)) for flag in (False, True)}
             for client in subscribers:  # the hot loop: positional arguments, no lookups beyond
-                contributions = client.index[code]
-                text, frame = update.text(contributions), update.frame(contributions)
-                dropped += client.offer(key, seq, text, 0, frame, now)
+                text, frame = shared[client.index[code]]
+                dropped += client.offer_shared(key, seq, text, frame, now)
             self._count(dropped)
         if self._constituents.get(code):
             await self._dispatch_constituents(publication)

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 import streaming
 from app import admin, fx, history, ingest, redaction, rest, ws
@@ -33,6 +34,21 @@ _PLACEHOLDER = """<!doctype html>
 <p>The dashboard is not installed. Values: <a href="/v1/indices">/v1/indices</a>,
 API documentation: <a href="/docs">/docs</a>.</p></body></html>
 """
+
+
+class IndexTickerApp(FastAPI):
+    """FastAPI with the feed endpoint served in front of the middleware stack: a WebSocket
+    connection lives for hours, and every layer it passed through (error and exception
+    middleware, exit stacks, the router) would keep a suspended frame of its own for it, some
+    7 KiB per connection. None of them acts on a WebSocket: the endpoint admits, answers and
+    handles its errors itself."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == ws.FEED_PATH:
+            scope["app"] = self
+            await ws.websocket_endpoint(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(services: Services) -> FastAPI:
@@ -62,7 +78,7 @@ def create_app(services: Services) -> FastAPI:
             stack.push_async_callback(services.latest_values.stop)
             yield
 
-    app = FastAPI(
+    app = IndexTickerApp(
         title="index-ticker",
         version=streaming.__version__,
         summary="Real-time IMOEX and RTSI values over REST and WebSocket",

@@ -56,6 +56,10 @@ class Client:
     replying_since: float | None = None  # start of a reply (snapshot, replay) not yet completed
     close_request: tuple[int, str] | None = None
     on_close_request: Callable[[], None] | None = None  # the connection's way to stop itself
+    # Asked when a round's first shared frame finds nothing queued: True when the connection can
+    # take the round's frames straight to its socket (it then writes them once the round is over).
+    open_round: Callable[[], bool] | None = None
+    pending: list[bytes] | None = None  # frames of the round in progress, written at its end
     sent: int = 0
 
     def __post_init__(self) -> None:
@@ -110,6 +114,32 @@ class Client:
             return 0
         return self.outbox.put(entry)
 
+    def offer_shared(self, key: Key, seq: int, text: str, frame: bytes, now: float) -> int:
+        """Offer a message shared by many clients (its frame built once): with nothing queued
+        ahead of it and its key not held, the frame joins the round's frames for this
+        connection, to be written when the round is over; otherwise it is queued (`offer`).
+        Returns how many queued messages conflation dropped."""
+        if not self.outbox and key not in self.held:
+            pending = self.pending
+            if pending is None and self.open_round is not None and self.open_round():
+                pending = self.pending = []
+            if pending is not None:
+                floor = self.floors.get(key)
+                if floor is None or seq > floor:
+                    pending.append(frame)
+                    self.floors[key] = seq
+                return 0
+        return self.offer(key, seq, text, 0, frame, now)
+
+    def take_pending(self) -> list[bytes] | None:
+        """The round's frames to write now (counted as sent), or None."""
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            self.last_sent = time.monotonic()
+            self.sent += len(pending)
+        return pending
+
     def offer_heartbeat(self, text: str) -> None:
         """Queue a heartbeat (at most one waits at any time)."""
         self.outbox.put(Entry(HEARTBEAT, None, text, time.monotonic()))
@@ -163,6 +193,8 @@ class Client:
 
     def lag(self, now: float) -> float:
         """Seconds the oldest value not yet delivered has waited (0 when all is sent)."""
+        if not self.outbox and self.sending_since is None and self.replying_since is None:
+            return 0.0  # the common case, checked for every connection at every supervision
         waiting = [
             moment
             for moment in (self.outbox.oldest(), self.sending_since, self.replying_since)

@@ -29,6 +29,7 @@ from app import messages
 from app.access import Refusal, presented_key
 from app.broadcast import Broadcaster
 from app.catchup import CatchUp
+from app.lean import Flag, Inbox
 from app.outbox import Entry
 from app.protocol import (
     SUBPROTOCOL,
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 
+FEED_PATH = "/v1/ws"
 CLOSE_TIMEOUT = 5.0  # seconds to get a close frame out to a client that reads slowly
 
 Send = Coroutine[Any, Any, None]
@@ -62,6 +64,13 @@ class FeedProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with what the fan-out needs on top: the scope offers
     the connection under the FRAMES extension, to write frames built once for every client (and
     all of a round's in one write), and the handshake is let go of once the connection is open."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Same interface, a few KiB less per connection (see app.lean).
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -86,7 +95,11 @@ class FeedProtocol(WebSocketsSansIOProtocol):
     async def send(self, message: Any) -> None:
         await super().send(message)
         if message.get("type") == "websocket.accept":
-            # The request and response headers are not needed once open: a few KiB each.
+            # The request and response headers are not needed once open: a few KiB each. The
+            # handshake parser's suspended frame keeps the request, so its headers are emptied
+            # too (the scope has its own copy).
+            if self.request is not None:
+                self.request.headers.clear()
             self.request = self.response = None  # type: ignore[assignment]
 
     def frames_writable(self) -> bool:
@@ -100,6 +113,10 @@ class FeedProtocol(WebSocketsSansIOProtocol):
             and not self.conn.extensions
             and not self.transport.is_closing()
         )
+
+    def open(self) -> bool:
+        """True while frames written now reach the client."""
+        return not self.close_sent and not self.disconnected and not self.transport.is_closing()
 
     def write_frames(self, data: bytes) -> None:
         """Write whole server frames (a frame is never split between two writers)."""
@@ -210,6 +227,8 @@ class Connection:
         self.catch_up = CatchUp(self)
         self.client.outbox.listener = self.schedule_flush
         self.client.on_close_request = self.stop
+        if self.sink is not None:
+            self.client.open_round = self.open_round
 
     # --- writing -----------------------------------------------------------------------
 
@@ -237,13 +256,28 @@ class Connection:
             self.flush_due = True
             self.broadcaster.writes.due(self.flush)
 
+    def open_round(self) -> bool:
+        """True when the frames of the round in progress can go straight to the socket once
+        the round is over (the write is then scheduled)."""
+        sink = self.sink
+        if self.turn.taken or self.failed or sink is None or not sink.frames_writable():
+            return False
+        self.schedule_flush()
+        return True
+
     def flush(self) -> None:
-        """Write what the outbox holds, now, for as long as the socket takes it at once."""
+        """Write the round's frames, then what the outbox holds, now, for as long as the socket
+        takes it at once."""
         self.flush_due = False
-        if self.turn.taken or self.failed:
-            return  # the writer that has the turn flushes when it is done
         client = self.client
         sink = self.sink
+        pending = client.take_pending()
+        if pending is not None and sink is not None and not self.failed and sink.open():
+            # Whole frames, so safe beside a writer that has the turn: that one writes each of
+            # its frames in one piece, once the socket takes it.
+            sink.write_frames(pending[0] if len(pending) == 1 else b"".join(pending))
+        if self.turn.taken or self.failed:
+            return  # the writer that has the turn flushes when it is done
         if sink is not None and sink.frames_writable():
             frames = []
             while (entry := client.outbox.pop()) is not None:
@@ -403,4 +437,4 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 # A plain Starlette route: the endpoint takes no dependencies, and FastAPI's dependency machinery
 # would keep an exit stack and several frames alive per connection for nothing.
-router.add_websocket_route("/v1/ws", websocket_endpoint)
+router.add_websocket_route(FEED_PATH, websocket_endpoint)
