@@ -4,7 +4,8 @@ errors). Fan-out messages (updates, constituents, live values, heartbeats) are w
 connection's outbox once the round of fan-out that queued them is over, without a task:
 
 - under `FeedProtocol` (the server's WebSocket protocol, see `uvicorn_options`) the frames built
-  once for every client are written as they are, everything queued in one write;
+  once for every client are written as they are, everything queued in one write; a connection
+  with nothing queued takes a round's frames without queueing them at all (`Client.pending`);
 - otherwise, or when the socket is backed up, through the ASGI send: a send that the socket
   takes at once completes there and then; one that has to wait goes on in a task of its own,
   which drains the outbox and ends.

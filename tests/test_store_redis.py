@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -75,15 +77,38 @@ async def test_key_layout(store: RedisStore, raw: redis.Redis) -> None:
     ]
 
 
-async def test_commit_is_one_transaction(store: RedisStore, raw: redis.Redis) -> None:
-    raw.config_resetstat()
+async def test_commit_is_one_script_call(store: RedisStore, raw: redis.Redis) -> None:
     batch = [make_publication(1), make_publication(1, "RTSI")]
-    await store.commit(make_state(1), batch)
+    await store.commit(make_state(1), batch)  # the first one loads the script
+    raw.config_resetstat()
+    await store.commit(make_state(2), [make_publication(2), make_publication(2, "RTSI")])
     stats = raw.info("commandstats")
-    assert stats["cmdstat_multi"]["calls"] == 1
-    assert stats["cmdstat_exec"]["calls"] == 1
+    assert stats["cmdstat_evalsha"]["calls"] == 1  # one command, one round trip, atomic
+    assert "cmdstat_multi" not in stats and "cmdstat_get" not in stats
     assert stats["cmdstat_publish"]["calls"] == 2
     assert stats["cmdstat_set"]["calls"] == 1
+    assert stats["cmdstat_zadd"]["calls"] == 2
+
+
+async def test_commit_reloads_its_script_after_redis_forgot_it(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """A restarted Redis has no scripts: the next commit loads it again and writes."""
+    await store.commit(make_state(1), [make_publication(1)])
+    raw.script_flush()
+    await store.commit(make_state(2), [make_publication(2)])
+    assert await store.latest() == {"IMOEX": make_publication(2)}
+    assert await store.load_state() == make_state(2)
+
+
+async def test_a_grid_instant_published_again_replaces_its_history_value(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    first = make_publication(3)
+    await store.commit(make_state(3), [first])
+    again = dataclasses.replace(first, value=first.value + 1)
+    await store.commit(make_state(3), [again])
+    assert raw.zrange("test-ns:history:IMOEX", 0, -1) == [again.record().encode()]
 
 
 async def test_namespaces_are_separate(redis_url: str) -> None:

@@ -14,6 +14,7 @@ from serving import RunningServer, make_app, make_engine, receive, running, wait
 
 from app.broadcast import Broadcaster
 from app.outbox import NOTHING_QUEUED, Entry, Outbox
+from app.subscription import Client, Policy
 from app.ws import Turn, finish, step
 from streaming.store.memory import MemoryStore
 
@@ -141,3 +142,61 @@ def test_an_idle_outbox_holds_no_queue_and_tells_its_listener() -> None:
     assert first is not None and second is not None
     assert (first.key[1], second.key[1]) == ("IMOEX", "RTSI")
     assert outbox.pop() is None and outbox._queue is NOTHING_QUEUED and len(outbox) == 0
+
+
+def shared_client(open_round: bool = True) -> tuple[Client, list[int]]:
+    """A client whose connection takes a round's frames straight to its socket (or not);
+    counts how often it was asked."""
+    asked: list[int] = []
+
+    def opened() -> bool:
+        asked.append(1)
+        return open_round
+
+    client = Client(Policy())
+    client.open_round = opened
+    return client, asked
+
+
+def test_a_quiet_connection_takes_the_round_frames_without_queueing() -> None:
+    client, asked = shared_client()
+    key = ("index", "IMOEX")
+    client.index["IMOEX"] = False
+    assert client.offer_shared(key, 5, "five", b"F5", 0.0) == 0
+    assert client.offer_shared(("index", "RTSI"), 9, "nine", b"F9", 0.0) == 0
+    assert len(asked) == 1  # asked once per round
+    assert not len(client.outbox)
+    assert client.floors[key] == 5
+    assert client.take_pending() == [b"F5", b"F9"]
+    assert client.sent == 2 and client.take_pending() is None
+
+
+def test_a_round_frame_at_or_below_what_the_client_has_is_not_sent() -> None:
+    """A snapshot read after the commit but before the channel message set the floor."""
+    client, _ = shared_client()
+    key = ("index", "IMOEX")
+    client.floors[key] = 7
+    client.offer_shared(key, 7, "seven", b"F7", 0.0)
+    client.offer_shared(key, 8, "eight", b"F8", 0.0)
+    assert client.take_pending() == [b"F8"]
+    assert client.floors[key] == 8
+
+
+def test_behind_a_queue_or_a_hold_or_a_busy_socket_the_frame_is_queued() -> None:
+    key = ("index", "IMOEX")
+    busy, _ = shared_client(open_round=False)
+    busy.index["IMOEX"] = False
+    busy.offer_shared(key, 1, "one", b"F1", 0.0)
+    assert busy.pending is None and len(busy.outbox) == 1
+
+    queued, asked = shared_client()
+    queued.index["IMOEX"] = False
+    queued.offer_heartbeat("beat")
+    queued.offer_shared(key, 1, "one", b"F1", 0.0)
+    assert not asked and queued.pending is None and len(queued.outbox) == 2
+
+    holding, asked = shared_client()
+    holding.index["IMOEX"] = False
+    holding.hold(key)
+    holding.offer_shared(key, 1, "one", b"F1", 0.0)
+    assert not asked and holding.pending is None and holding.first_held(key) == 1

@@ -6,8 +6,8 @@ Keys, all under the namespace `ns`:
   {ns}:history:{code}   sorted set, score = epoch seconds of the grid instant, member = record
   {ns}:publications     pub/sub channel, one record per message
 
-A commit writes all of them in one MULTI/EXEC, so a reader never sees a state newer than the
-latest values it goes with. Each process holds one channel subscription and fans it out locally
+A commit writes all of them in one server-side script (atomic, one round trip, the leader lease
+checked inside it), so a reader never sees a state newer than the latest values it goes with. Each process holds one channel subscription and fans it out locally
 through the same bounded drop-oldest queues as the memory store; publications announced while the
 subscription is down (Redis restarting) are not replayed: `latest()` is the way to catch up.
 """
@@ -25,10 +25,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.commands.core import AsyncScript
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streaming.errors import ConfigError, IndexTickerError, LeaseLost, StoreUnavailable
@@ -78,6 +79,35 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# One commit: KEYS = state, latest, leader, then the history key of each publication;
+# ARGV = state, the lease value ('' = none), history limit, channel, then code, score and record
+# of each publication. Returns {1, ''}, or {0, holder} with nothing written when the lease is
+# held by someone else (or nobody).
+_COMMIT = """
+if ARGV[2] ~= '' then
+  local holder = redis.call('GET', KEYS[3])
+  if holder ~= ARGV[2] then
+    return {0, holder or ''}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+local keep = -tonumber(ARGV[3]) - 1
+local count = (#ARGV - 4) / 3
+for i = 1, count do
+  local code, score, record = ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[3 * i + 4]
+  local history = KEYS[3 + i]
+  redis.call('HSET', KEYS[2], code, record)
+  -- One value per instant: a re-publication of a grid point replaces it.
+  redis.call('ZREMRANGEBYSCORE', history, score, score)
+  redis.call('ZADD', history, score, record)
+  redis.call('ZREMRANGEBYRANK', history, 0, keep)
+end
+for i = 1, count do
+  redis.call('PUBLISH', ARGV[4], ARGV[3 * i + 4])
+end
+return {1, ''}
 """
 
 
@@ -155,6 +185,7 @@ class RedisStore:
         self.fence_key = f"{namespace}:fence"
         self.ticks_key = f"{namespace}:ticks"
         self._client: Redis | None = None
+        self._commit_script: AsyncScript | None = None  # _COMMIT, loaded on first use
         self._listener: asyncio.Task[None] | None = None
         self._listening = False
         self._fanout: Fanout[Publication] = Fanout(subscriber_queue)
@@ -220,6 +251,7 @@ class RedisStore:
             # The listener closes its own pub/sub connection on the way out.
             await asyncio.gather(listener, return_exceptions=True)
         client, self._client = self._client, None
+        self._commit_script = None
         if client is not None:
             await client.aclose()
         self._listening = False
@@ -256,36 +288,27 @@ class RedisStore:
     ) -> None:
         """Write state, latest, history (trimmed) and announce, in one MULTI/EXEC round trip.
         With a lease, only while Redis still says this engine holds it (else LeaseLost)."""
-        records = [(publication, publication.record()) for publication in publications]
+        keys = [self.state_key, self.latest_key, self.leader_key]
+        args: list[str | bytes] = [
+            state.dumps(),
+            "" if lease is None else lease_value(lease),
+            str(self.history_limit),
+            self.channel,
+        ]
+        for publication in publications:
+            keys.append(self.history_key(publication.code))
+            # repr: the shortest text that reads back as the same float (the score is matched).
+            args += (publication.code, repr(publication.time.timestamp()), publication.record())
         try:
-            async with self._redis().pipeline(transaction=True) as pipe:
-                if lease is not None:
-                    # Fencing: a paused old leader finds another holder and writes nothing.
-                    await pipe.watch(self.leader_key)
-                    holder = await pipe.get(self.leader_key)
-                    if _text(holder) != lease_value(lease):
-                        raise LeaseLost(f"the leader lease is held by {_text(holder)!r}")
-                    pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                pipe.set(self.state_key, state.dumps())
-                if records:
-                    pipe.hset(
-                        self.latest_key,
-                        mapping={publication.code: record for publication, record in records},
-                    )
-                for publication, record in records:
-                    key = self.history_key(publication.code)
-                    score = publication.time.timestamp()
-                    # One value per instant: a re-publication of a grid point replaces it.
-                    pipe.zremrangebyscore(key, score, score)
-                    pipe.zadd(key, {record: score})
-                    pipe.zremrangebyrank(key, 0, -self.history_limit - 1)
-                for _, record in records:
-                    pipe.publish(self.channel, record)
-                await pipe.execute()
-        except WatchError:
-            raise LeaseLost("the leader lease changed hands during the commit") from None
+            script = self._commit_script
+            if script is None:
+                script = self._commit_script = self._redis().register_script(_COMMIT)
+            written, holder = await script(keys=keys, args=args)
         except _UNREACHABLE as exc:
             raise self._unavailable(exc) from exc
+        if not written:
+            # Fencing: a paused old leader finds another holder and writes nothing.
+            raise LeaseLost(f"the leader lease is held by {_text(holder) or None!r}")
 
     def deliver_locally(self, publications: Sequence[Publication]) -> None:
         """Hand publications to this process's subscribers only (Redis is away)."""
