@@ -277,8 +277,8 @@ class Connection:
             # Whole frames, so safe beside a writer that has the turn: that one writes each of
             # its frames in one piece, once the socket takes it.
             sink.write_frames(pending[0] if len(pending) == 1 else b"".join(pending))
-        if self.turn.taken or self.failed:
-            return  # the writer that has the turn flushes when it is done
+        if self.turn.taken or self.failed or not client.outbox:
+            return  # nothing queued, or the writer that has the turn flushes when it is done
         if sink is not None and sink.frames_writable():
             frames = []
             while (entry := client.outbox.pop()) is not None:

@@ -5,8 +5,11 @@ machine: a bare event loop of the same kind sleeping to the same grid and doing 
     python -m bench.grid [--duration 120] [--rate 20000] [--quick]
 
 The service runs as a subprocess (`index-ticker serve --cadence 1 --feed none`); ticks come from
-a separate load process posting batches to POST /v1/ticks; the engine records the lag of every
-publication (grid instant to commit) and reports p50/p99/max in /readyz (`publication_lag_ms`).
+a separate load process posting batches to POST /v1/ticks — of the service itself, or in the last
+row of a separate `index-ticker api` process that appends them to the engine's ingest stream (the
+split deployment, where the engine's event loop serves no HTTP load); the engine records the lag
+of every publication (grid instant to commit) and reports p50/p99/max in /readyz
+(`publication_lag_ms`).
 """
 
 from __future__ import annotations
@@ -95,20 +98,36 @@ def post_ticks(port: int, rate: float, stop: Event, counts: Any) -> None:
 
 
 def service_lags(
-    directory: Path, duration: float, rate: float, redis_url: str | None, name: str
+    directory: Path,
+    duration: float,
+    rate: float,
+    redis_url: str | None,
+    name: str,
+    split: bool = False,
 ) -> tuple[dict[str, Any], int, int]:
-    """Run the service for `duration` s with `rate` ticks/s posted; its lag summary."""
+    """Run the service for `duration` s with `rate` ticks/s posted; its lag summary. `split`:
+    the ticks go to a separate `index-ticker api` process in front of the engine's Redis (the
+    split deployment), not to the engine's own HTTP server."""
     flags = ["--cadence", "1", "--feed", "none"]
+    namespace = f"grid-{name}"
     if redis_url:
-        flags += ["--redis-url", redis_url, "--namespace", f"grid-{name}", "--ingest-stream"]
+        flags += ["--redis-url", redis_url, "--namespace", namespace, "--ingest-stream"]
     settings = "ingest_rate_per_second = 10000000\ningest_burst = 10000000\n"
     process, port, _ = start_service(directory, *flags, settings=settings, name=name)
+    api = None
     stop = mp.Event()
     counts: Any = mp.Queue()
     load = None
     try:
+        post_port = port
+        if split and redis_url:
+            api, post_port, _ = start_service(
+                directory, "--redis-url", redis_url, "--namespace", namespace,
+                command="api", settings=settings, name=f"{name}-api",
+            )  # fmt: skip
+            time.sleep(2)  # the engine's first publications, which the load's first GET reads
         if rate:
-            load = mp.Process(target=post_ticks, args=(port, rate, stop, counts))
+            load = mp.Process(target=post_ticks, args=(post_port, rate, stop, counts))
             load.start()
         time.sleep(duration)
         stop.set()
@@ -120,6 +139,8 @@ def service_lags(
         return engine["publication_lag_ms"], sent, rejected
     finally:
         stop.set()
+        if api is not None:
+            stop_process(api)
         stop_process(process)
 
 
@@ -153,12 +174,21 @@ def tables(quick: bool = False, duration: float | None = None, rate: float = 20_
     redis_process, redis_url = start_redis(directory / "redis")
     try:
         runs = [
-            ("service, memory store, idle", 0.0, None),
-            (f"service, memory store, {rate:,.0f} ticks/s", rate, None),
-            (f"service, Redis + ingest stream, {rate:,.0f} ticks/s", rate, redis_url),
+            ("service, memory store, idle", 0.0, None, False),
+            (f"service, memory store, {rate:,.0f} ticks/s", rate, None, False),
+            (f"service, Redis + ingest stream, {rate:,.0f} ticks/s", rate, redis_url, False),
+            (
+                f"engine + separate API process taking the ticks, Redis + ingest stream, "
+                f"{rate:,.0f} ticks/s",
+                rate,
+                redis_url,
+                True,
+            ),
         ]
-        for number, (label, load, url) in enumerate(runs):
-            lag, sent, rejected = service_lags(directory, duration, load, url, f"run{number}")
+        for number, (label, load, url, split) in enumerate(runs):
+            lag, sent, rejected = service_lags(
+                directory, duration, load, url, f"run{number}", split=split
+            )
             if rejected:
                 table.notes.append(f"{label}: {rejected} ticks rejected by the service")
             table.add(
