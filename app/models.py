@@ -50,6 +50,9 @@ class Constituent(BaseModel):
     secid: str
     issuer: str
     price: float | None = Field(description="roubles")
+    reference_price: float | None = Field(
+        None, description="roubles: the line's price at the previous close, its change's base"
+    )
     weight: float | None = Field(description="percent of the index capitalization, unrounded")
     index_shares: float = Field(description="Q·FF·W, shares that count in the index")
     last_tick_time: str | None = Field(description="ISO 8601 UTC of the last tick, null if none")

@@ -213,6 +213,7 @@ def constituents_message(
                 "secid": line.secid,
                 "issuer": line.issuer,
                 "price": price,
+                "reference_price": reference.get(line.secid, line.reference_price),
                 "weight": (
                     100.0 * price * line.index_shares / total
                     if total and price is not None

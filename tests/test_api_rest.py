@@ -176,6 +176,28 @@ async def test_constituents_at_base_prices_then_as_of_the_last_publication(
     assert lines["AAAA"]["stale"] is True and lines["BBBB"]["stale"] is True
 
 
+async def test_line_moves_since_the_previous_close_add_up_to_the_index_change(
+    served: tuple[RunningServer, Engine, httpx.AsyncClient],
+) -> None:
+    """reference_price is each line's previous close price: the lines' contributions in points,
+    (price - reference_price) * index_shares / divisor, sum to the index's change."""
+    server, engine, client = served
+    ticks = [{"secid": "AAAA", "price": 123.45}, {"secid": "CCCP", "price": 187.3}]
+    assert (await client.post("/v1/ticks", json=ticks, headers=AUTH)).json()["accepted"] == 2
+    await publish(server, engine, GRID)
+    body = (await client.get("/v1/indices/IMOEX/constituents")).json()
+    lines = {line["secid"]: line for line in body["constituents"]}
+    assert {s: line["reference_price"] for s, line in lines.items()} == REFERENCE
+    assert lines["BBBB"]["price"] == lines["BBBB"]["reference_price"]  # not traded
+    value = (await client.get("/v1/indices/IMOEX")).json()
+    points = sum(
+        (line["price"] - line["reference_price"]) * line["index_shares"] / value["divisor"]
+        for line in lines.values()
+    )
+    assert points != 0.0
+    assert close_to(points, value["precise_value"] - value["previous_close"])
+
+
 async def test_a_line_with_a_recent_trade_is_not_stale(
     served: tuple[RunningServer, Engine, httpx.AsyncClient],
 ) -> None:

@@ -11,6 +11,8 @@
   const PING_EVERY_MS = 20000;
   const HISTORY_LIMIT = 10000; // the API caps one request here; it returns the latest ones
   const MAX_POINTS = 100000; // per index; a 1 s grid for a whole day stays under this
+  const HEARTBEAT_FRESH_MS = 30000; // a heartbeat this recent still tells the session state
+  const CONTRIBUTIONS_KEPT = 16; // publications whose largest movers are kept to match the table
 
   const state = {
     latest: {}, // code -> last index object
@@ -26,6 +28,14 @@
     pingTimer: 0,
     constituents: [],
     constituentsCode: "IMOEX",
+    constituentsSeq: null,
+    // secid -> previous close price of the line, for the trading day `referenceDay` (Moscow date).
+    reference: new Map(),
+    referenceDay: "",
+    movers: new Map(), // "CODE:seq" -> contributions of that publication, the latest few only
+    heartbeat: null, // the last heartbeat and when it came
+    heartbeatAt: 0,
+    resumed: 0, // resumes by seq after a reconnect, shown on the status element for monitoring
     constituentsTimer: 0,
     sort: { key: "weight", dir: -1 },
     drawQueued: false,
@@ -124,6 +134,11 @@
     // A late REST answer must not overwrite a newer value that came over the socket.
     if (prev && Date.parse(msg.time) < Date.parse(prev.time)) return;
     state.latest[msg.code] = msg;
+    if (msg.contributions && msg.seq !== null && msg.seq !== undefined) {
+      const { contributions, divisor, fx_rate: fx } = msg;
+      state.movers.set(`${msg.code}:${msg.seq}`, { contributions, divisor, fx });
+      while (state.movers.size > CONTRIBUTIONS_KEPT) state.movers.delete(state.movers.keys().next().value);
+    }
     mergePoints(msg.code, [toPoint(msg)]);
     renderCard(msg.code, prev);
     queueDraw();
@@ -155,7 +170,7 @@
     loadConstituents();
   }
 
-  /** After a reconnect, fetch what was published while the socket was down. */
+  /** After a gap (the history no longer reaches back to our seq), fetch what can still be had. */
   function backfill() {
     for (const code of CODES) {
       const pts = state.series[code] || [];
@@ -334,13 +349,55 @@
 
   function normaliseRow(row) {
     const weight = row.weight ?? row.weight_percent ?? row.weight_pct;
+    const reference = row.reference_price ?? row.previous_close;
     return {
       secid: String(row.secid ?? row.ticker ?? ""),
       issuer: String(row.issuer ?? row.shortname ?? ""),
       price: isNum(row.price) ? row.price : null,
       weight: isNum(weight) ? weight : null,
+      shares: isNum(row.index_shares) ? row.index_shares : null,
+      reference: isNum(reference) ? reference : null,
       last_tick_time: row.last_tick_time ? Date.parse(row.last_tick_time) : null,
+      stale: row.stale === true,
+      change: null, // % against the line's previous close
+      contribution: null, // index points the line adds to the move since the previous close
     };
+  }
+
+  /**
+   * Change and contribution of each line since the previous close. The previous close price of a
+   * line is, in order: the API's own field; the price of a line not traded today (a line is
+   * valued at its previous close until its first trade); the one implied by the publication's
+   * largest movers (exact, they are not rounded). It is constant over a trading day, so once
+   * known it is kept until the day changes.
+   */
+  function computeMoves(rows, code, seq, asOfMs) {
+    const day = isNum(asOfMs) ? mskParts(asOfMs).date : "";
+    if (day !== state.referenceDay) {
+      state.reference.clear();
+      state.referenceDay = day;
+    }
+    const known = state.reference;
+    const published = isNum(seq) ? state.movers.get(`${code}:${seq}`) : null;
+    const scaleOf = (m) => (m && isNum(m.divisor) ? m.divisor * (isNum(m.fx) ? m.fx : 1) : null);
+    const moved = new Map(published ? published.contributions.since_close || [] : []);
+    for (const r of rows) {
+      if (r.price === null) continue;
+      if (r.reference !== null) known.set(r.secid, r.reference);
+      else if (r.last_tick_time === null) known.set(r.secid, r.price);
+      else if (moved.has(r.secid) && r.shares && scaleOf(published)) {
+        known.set(r.secid, r.price - (moved.get(r.secid) * scaleOf(published)) / r.shares);
+      }
+    }
+    const latest = state.latest[code];
+    const scale = scaleOf(latest && { divisor: latest.divisor, fx: latest.fx_rate });
+    for (const r of rows) {
+      const ref = known.get(r.secid);
+      if (r.price === null || !isNum(ref) || ref <= 0) continue;
+      r.change = (100 * (r.price - ref)) / ref;
+      if (moved.has(r.secid)) r.contribution = moved.get(r.secid);
+      else if (scale && r.shares) r.contribution = ((r.price - ref) * r.shares) / scale;
+    }
   }
 
   async function loadConstituents() {
@@ -351,6 +408,8 @@
       const rows = Array.isArray(data) ? data : data.constituents || [];
       state.constituents = rows.map(normaliseRow);
       const asOf = !Array.isArray(data) && (data.as_of || data.time);
+      state.constituentsSeq = Array.isArray(data) ? null : data.seq;
+      computeMoves(state.constituents, code, state.constituentsSeq, asOf ? Date.parse(asOf) : NaN);
       $("#constituents-asof").textContent = asOf
         ? `as of ${mskParts(Date.parse(asOf)).hms} MSK · ${rows.length} lines`
         : `${rows.length} lines`;
@@ -358,7 +417,7 @@
     } catch (err) {
       console.warn("constituents", err);
       if (!state.constituents.length) {
-        $("#constituents tbody").innerHTML = `<tr><td colspan="5" class="muted">Constituents unavailable</td></tr>`;
+        $("#constituents tbody").innerHTML = `<tr><td colspan="7" class="muted">Constituents unavailable</td></tr>`;
       }
     }
   }
@@ -386,11 +445,14 @@
     for (const r of rows) {
       const tr = document.createElement("tr");
       tr.dataset.secid = r.secid;
+      if (r.contribution !== null) tr.dataset.contribution = String(r.contribution);
       const cells = [
         ["secid", r.secid],
         ["col-issuer", r.issuer],
         ["num price", r.price === null ? "—" : num(r.price, priceDigits(r.price))],
+        ["num chg", r.change === null ? "—" : `${signed(r.change, 2)}%`],
         ["num weight", r.weight === null ? "—" : num(r.weight, 2)],
+        ["num contribution", r.contribution === null ? "—" : signed(r.contribution, 2)],
         ["num col-tick", r.last_tick_time ? mskParts(r.last_tick_time).hms : "—"],
       ];
       for (const [cls, text] of cells) {
@@ -403,7 +465,20 @@
         const bar = document.createElement("span");
         bar.className = "weight-bar";
         bar.style.width = `${Math.round((48 * r.weight) / maxWeight)}px`;
-        tr.children[3].prepend(bar);
+        tr.querySelector(".weight").prepend(bar);
+      }
+      for (const [cls, x] of [["chg", r.change], ["contribution", r.contribution]]) {
+        const shown = x === null ? 0 : Number(x.toFixed(2));
+        tr.querySelector(`.${cls}`).dataset.dir = shown > 0 ? "up" : shown < 0 ? "down" : "flat";
+      }
+      if (r.stale) {
+        tr.classList.add("stale");
+        tr.dataset.stale = "true";
+        const tag = document.createElement("span");
+        tag.className = "stale-tag";
+        tag.textContent = "stale";
+        tag.title = "no trade recently: the price may be old";
+        tr.querySelector(".secid").append(" ", tag);
       }
       body.appendChild(tr);
     }
@@ -416,11 +491,39 @@
 
   // ---- connection -------------------------------------------------------
 
+  const CONN_TEXT = { paused: "session paused", stale: "stale" };
+
   function setConn(conn, detail) {
     state.conn = conn;
     const el = $("#conn");
     el.dataset.state = conn;
-    $("#conn-text").textContent = detail ? `${conn} ${detail}` : conn;
+    const label = CONN_TEXT[conn] || conn;
+    $("#conn-text").textContent = detail ? `${label} ${detail}` : label;
+  }
+
+  /** A snapshot with `gap` after a store reset starts its seq over: the older points stay drawn
+   * (the chart is by time), but an older value must not hold the newer one off the card. */
+  function forgetSeq(msg) {
+    const prev = state.latest[msg.code];
+    if (prev && isNum(prev.seq) && isNum(msg.seq) && msg.seq < prev.seq) delete state.latest[msg.code];
+  }
+
+  /** The state of an open socket: silence first, then what the publications and heartbeats say. */
+  function showConn() {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    const quiet = Date.now() - state.lastMessageAt;
+    const statuses = CODES.map((c) => state.latest[c] && state.latest[c].status);
+    const beat = state.heartbeat && Date.now() - state.heartbeatAt < HEARTBEAT_FRESH_MS ? state.heartbeat : null;
+    const sessionClosed = beat && (beat.feed === "paused" || (beat.engine && beat.engine.session_open === false));
+    if (sessionClosed || (quiet <= STALE_AFTER_INTERVALS * state.cadenceMs && statuses.includes("paused"))) {
+      setConn("paused");
+    } else if (quiet > STALE_AFTER_INTERVALS * state.cadenceMs) {
+      setConn("stale", `· ${Math.round(quiet / 1000)} s since update`);
+    } else if (statuses.includes("stale") || (beat && beat.feed === "stale")) {
+      setConn("stale", "· no ticks from the feed");
+    } else {
+      setConn("live");
+    }
   }
 
   function connect() {
@@ -430,10 +533,18 @@
     state.ws = ws;
     ws.onopen = () => {
       state.lastMessageAt = state.lastHeardAt = Date.now();
-      ws.send(JSON.stringify({ op: "subscribe", indices: CODES }));
-      if (state.everOpened) backfill();
+      // Resume by seq: the server replays exactly the publications after the last one we have.
+      const fromSeq = {};
+      for (const code of CODES) {
+        const seq = state.latest[code] && state.latest[code].seq;
+        if (Number.isInteger(seq)) fromSeq[code] = seq;
+      }
+      const subscribe = { op: "subscribe", indices: CODES, contributions: true };
+      if (Object.keys(fromSeq).length) subscribe.from_seq = fromSeq;
+      ws.send(JSON.stringify(subscribe));
       state.everOpened = true;
-      setConn("live");
+      state.heartbeat = null;
+      showConn();
       clearInterval(state.pingTimer);
       state.pingTimer = setInterval(() => {
         // A connection that lost its network may never report closing: give up on it ourselves.
@@ -452,9 +563,19 @@
       if (msg.type === "snapshot" || msg.type === "update") {
         state.lastMessageAt = Date.now();
         state.attempts = 0; // only a socket that delivers data resets the backoff
-        if (state.conn !== "live") setConn("live");
+        if (msg.gap) forgetSeq(msg);
         applyIndex(msg);
-        if (msg.type === "update" && msg.code === state.constituentsCode) scheduleConstituents();
+        if (msg.gap) backfill();
+        showConn();
+        if (msg.code === state.constituentsCode) scheduleConstituents();
+      } else if (msg.type === "resumed") {
+        state.attempts = 0;
+        state.resumed += 1;
+        $("#conn").dataset.resumed = String(state.resumed);
+      } else if (msg.type === "heartbeat") {
+        state.heartbeat = msg;
+        state.heartbeatAt = Date.now();
+        showConn();
       } else if (msg.type === "error") {
         console.warn("server error:", msg.reason);
       }
@@ -481,11 +602,7 @@
     if (state.conn === "reconnecting" && state.reconnectAt > Date.now()) {
       setConn("reconnecting", `in ${Math.ceil((state.reconnectAt - Date.now()) / 1000)} s`);
     }
-    if (state.conn !== "live" && state.conn !== "stale") return;
-    const quiet = Date.now() - state.lastMessageAt;
-    if (quiet > STALE_AFTER_INTERVALS * state.cadenceMs) {
-      setConn("stale", `· ${Math.round(quiet / 1000)} s since update`);
-    }
+    showConn();
   }
 
   // ---- theme ------------------------------------------------------------

@@ -11,7 +11,7 @@ import contextlib
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -35,16 +35,17 @@ class Subscription(Generic[T]):
     store closes) and is forgotten once nothing refers to it.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, skip: Callable[[T], bool] | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"subscriber queue size must be at least 1, got {maxsize}")
         self._queue: asyncio.Queue[T | None] = asyncio.Queue(maxsize)
         self._closed = False
+        self._skip = skip  # True for what was published before the subscription began
         self.dropped = 0
 
     def offer(self, publication: T) -> None:
         """Buffer one publication without waiting; drop the oldest buffered one when full."""
-        if self._closed:
+        if self._closed or (self._skip is not None and self._skip(publication)):
             return
         self._put(publication)
 
@@ -90,9 +91,10 @@ class Fanout(Generic[T]):
         # Weak references: a consumer that stops iterating without closing must not leak a queue.
         self._subscriptions: weakref.WeakSet[Subscription[T]] = weakref.WeakSet()
 
-    def subscribe(self) -> Subscription[T]:
-        """A new subscription that receives everything published from now on."""
-        subscription: Subscription[T] = Subscription(self.queue_size)
+    def subscribe(self, skip: Callable[[T], bool] | None = None) -> Subscription[T]:
+        """A new subscription that receives everything published from now on (but what `skip`
+        says was published before)."""
+        subscription: Subscription[T] = Subscription(self.queue_size, skip)
         self._subscriptions.add(subscription)
         return subscription
 

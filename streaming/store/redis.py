@@ -7,9 +7,10 @@ Keys, all under the namespace `ns`:
   {ns}:publications     pub/sub channel, one record per message
 
 A commit writes all of them in one server-side script (atomic, one round trip, the leader lease
-checked inside it), so a reader never sees a state newer than the latest values it goes with. Each process holds one channel subscription and fans it out locally
-through the same bounded drop-oldest queues as the memory store; publications announced while the
-subscription is down (Redis restarting) are not replayed: `latest()` is the way to catch up.
+checked inside it), so a reader never sees a state newer than the latest values it goes with.
+Each process holds one channel subscription and fans it out locally through the same bounded
+drop-oldest queues as the memory store; publications announced while the subscription is down
+(Redis restarting) are not replayed: `latest()` is the way to catch up.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.commands.core import AsyncScript
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -186,6 +187,7 @@ class RedisStore:
         self.ticks_key = f"{namespace}:ticks"
         self._client: Redis | None = None
         self._commit_script: AsyncScript | None = None  # _COMMIT, loaded on first use
+        self._committed: dict[str, int] = {}  # the last seq this process committed per code
         self._listener: asyncio.Task[None] | None = None
         self._listening = False
         self._fanout: Fanout[Publication] = Fanout(subscriber_queue)
@@ -309,6 +311,8 @@ class RedisStore:
         if not written:
             # Fencing: a paused old leader finds another holder and writes nothing.
             raise LeaseLost(f"the leader lease is held by {_text(holder) or None!r}")
+        for publication in publications:
+            self._committed[publication.code] = publication.seq
 
     def deliver_locally(self, publications: Sequence[Publication]) -> None:
         """Hand publications to this process's subscribers only (Redis is away)."""
@@ -420,7 +424,12 @@ class RedisStore:
 
     def subscribe(self) -> AsyncIterator[Publication]:
         """Live publications committed from now on, through a bounded drop-oldest queue."""
-        return self._fanout.subscribe()
+        if not self._committed:
+            return self._fanout.subscribe()
+        # This process's own commits come back over the channel a moment after commit() has
+        # returned: those committed before the subscription are not for it.
+        floors = dict(self._committed)
+        return self._fanout.subscribe(lambda p: p.seq <= floors.get(p.code, -1))
 
     async def _subscribe_channel(self, client: Redis) -> PubSub:
         """A pub/sub connection whose subscription Redis has confirmed."""
