@@ -108,6 +108,7 @@ DELEGATED = {
     "fit-base": ("streaming.fitbase", "fit an index base from MOEX end-of-day files"),
     "weights": ("streaming.weights", "weight-limiting coefficients W of a base (issuer/top caps)"),
     "admin": ("streaming.admin_client", "schedule base changes, post FX, show bases (admin API)"),
+    "replay": ("streaming.replay_cli", "replay a recorded trade file and summarise it"),
 }
 
 

@@ -19,8 +19,9 @@ from streaming.leader import LeaderLease
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
 from streaming.methodology.timetable import AroundTheClock, Timetable
-from streaming.settings import Settings, admin_token, api_keys, ingest_token
+from streaming.settings import Settings, admin_token, api_keys, ingest_token, iss_token
 from streaming.sources import TickSource
+from streaming.sources.iss import IssSource
 from streaming.sources.replay import ReplaySource, first_tick_epoch
 from streaming.sources.simulator import SimulatorSettings, SimulatorSource
 from streaming.store.base import Store
@@ -56,6 +57,15 @@ def make_sources(
     if settings.feed == "simulator":
         prices = Calculator(universe).prices  # validates that every line has a price
         return [SimulatorSource(universe, prices, SimulatorSettings(seed=settings.seed))]
+    if settings.feed == "iss":
+        return [
+            IssSource(
+                frozenset(universe.secids),
+                settings.iss_url,
+                iss_token(),
+                settings.iss_interval_seconds,
+            )
+        ]
     path = settings.feed.removeprefix("replay:")
     return [ReplaySource(path, frozenset(universe.secids), settings.replay_speed, clock)]
 

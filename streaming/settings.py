@@ -18,6 +18,8 @@ from streaming.store.base import DEFAULT_HISTORY_LIMIT
 TOKEN_ENV = "INDEX_TICKER_INGEST_TOKEN"
 ADMIN_TOKEN_ENV = "INDEX_TICKER_ADMIN_TOKEN"
 API_KEYS_ENV = "INDEX_TICKER_API_KEYS"
+ISS_TOKEN_ENV = "INDEX_TICKER_ISS_TOKEN"
+MIN_ISS_INTERVAL_SECONDS = 1.0  # ISS is a shared public service: no tighter polling
 SESSIONS = ("always", "moex")
 ORIGIN = re.compile(r"https?://[^/\s?#]+")
 
@@ -30,7 +32,7 @@ class Settings:
     port: int = 8000
     redis_url: str | None = None  # None: in-memory state (the embedded default)
     namespace: str = "index-ticker"  # Redis key prefix
-    feed: str = "simulator"  # simulator | none | replay:PATH
+    feed: str = "simulator"  # simulator | none | iss | replay:PATH
     replay_speed: float = 1.0  # 1 = recorded pace, 0 = as fast as possible
     seed: int = 1  # simulator seed
     cadence: int | None = None  # None: the definition's cadence_seconds
@@ -62,16 +64,21 @@ class Settings:
     ingest_stream: bool = False  # ticks go through the durable Redis stream {namespace}:ticks
     leader_lease: bool = False  # several engines on one Redis: the lease holder publishes
     lease_seconds: float | None = None  # None: half the cadence, at least 1 s
+    # The MOEX ISS feed (docs/feeds.md); its token is a secret: INDEX_TICKER_ISS_TOKEN.
+    iss_url: str = "https://iss.moex.com"
+    iss_interval_seconds: float = 5.0  # between polls while ISS answers; errors back off
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ConfigError("port", f"must be 1..65535, got {self.port}")
         if self.session not in SESSIONS:
             raise ConfigError("session", f"must be one of {SESSIONS}, got {self.session!r}")
-        if self.feed not in ("simulator", "none") and not (
+        if self.feed not in ("simulator", "none", "iss") and not (
             self.feed.startswith("replay:") and len(self.feed) > len("replay:")
         ):
-            raise ConfigError("feed", f"must be simulator, none or replay:PATH, got {self.feed!r}")
+            raise ConfigError(
+                "feed", f"must be simulator, none, iss or replay:PATH, got {self.feed!r}"
+            )
         if self.cadence is not None:
             validate_cadence(self.cadence)
         if self.fx_rate is not None and not (math.isfinite(self.fx_rate) and self.fx_rate > 0):
@@ -121,6 +128,18 @@ class Settings:
             raise ConfigError("lease_seconds", f"must be positive, got {self.lease_seconds}")
         if self.api_keys_redis and self.redis_url is None:
             raise ConfigError("api_keys_redis", "needs redis_url: the keys are a Redis set")
+        if "@" in self.iss_url:
+            raise ConfigError("iss_url", f"must not carry credentials: use {ISS_TOKEN_ENV}")
+        if not ORIGIN.fullmatch(self.iss_url.rstrip("/")):
+            raise ConfigError(
+                "iss_url", f"must be scheme://host[:port] (http or https), got {self.iss_url!r}"
+            )
+        interval = self.iss_interval_seconds
+        if not (math.isfinite(interval) and interval >= MIN_ISS_INTERVAL_SECONDS):
+            raise ConfigError(
+                "iss_interval_seconds",
+                f"must be at least {MIN_ISS_INTERVAL_SECONDS:g} seconds, got {interval!r}",
+            )
 
     def _check_security_settings(self) -> None:
         rate = self.ingest_rate_per_second
@@ -209,6 +228,12 @@ def ingest_token() -> tuple[str, bool]:
 def admin_token() -> str | None:
     """The admin token (INDEX_TICKER_ADMIN_TOKEN or _FILE); None leaves the admin API off."""
     return secret(ADMIN_TOKEN_ENV)
+
+
+def iss_token() -> str | None:
+    """The MOEX ISS token for real-time data (INDEX_TICKER_ISS_TOKEN or _FILE); None: the free,
+    delayed data."""
+    return secret(ISS_TOKEN_ENV)
 
 
 def api_keys() -> tuple[str, ...]:

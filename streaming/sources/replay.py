@@ -1,6 +1,10 @@
 """Replay a recorded tick file (CSV with secid,price[,time][,volume] or JSON lines) into the
 engine, at its recorded pace times a speed factor, or as fast as possible.
 
+The MOEX trades layout (SECID, TRADETIME, PRICE, QUANTITY, optionally TRADEDATE and any other
+columns, in CSV or JSON lines) is read too: TRADETIME is exchange local time (HH:MM:SS[.ffffff])
+on the TRADEDATE of the row, or on a trading date given by the caller; QUANTITY is the volume.
+
 A CSV of secid,price,time[,volume] with ISO 8601 UTC times is read in bulk into columns (numpy);
 any other layout, and any file with a row the bulk reader does not vouch for, is read row by row
 with the same validation as POST /v1/ticks, so both readers give the same ticks."""
@@ -11,9 +15,9 @@ import asyncio
 import csv
 import json
 import logging
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 10_000  # ticks handed to the engine at once
 BULK_LAYOUTS = {("secid", "price", "time"), ("secid", "price", "time", "volume")}
+MOSCOW = timedelta(hours=3)  # the exchange's offset from UTC: TRADETIME is read in it
 
 
 @dataclass(slots=True)
@@ -62,25 +67,89 @@ def _rows(path: Path) -> Iterator[tuple[int, object]]:
             yield number, {key.strip().lower(): value for key, value in row.items() if key}
 
 
-def read_ticks(path: Path, known: Container[str], report: ReplayReport) -> Iterator[Tick]:
-    """Validated ticks of a file; bad lines are recorded in the report and skipped."""
+def _is_trade_row(raw: object) -> bool:
+    """Whether a record is in the MOEX trades layout (it has a TRADETIME, in any case)."""
+    return isinstance(raw, Mapping) and any(str(key).lower() == "tradetime" for key in raw)
+
+
+def from_trade_row(
+    raw: Mapping[str, object], trade_date: date | None = None, utc_offset: timedelta = MOSCOW
+) -> dict[str, object]:
+    """A MOEX trades record as a tick mapping: TRADETIME (exchange local time, `utc_offset`
+    east of UTC) on its TRADEDATE, else on `trade_date`, becomes a UTC `time`; QUANTITY becomes
+    the `volume`. Raises TickRejected naming TRADETIME or TRADEDATE when they are unusable."""
+    row = {str(key).strip().lower(): value for key, value in raw.items()}
+    if row.get("time") not in (None, ""):
+        return row  # a time of its own wins
+    clock = row.get("tradetime")
+    if not isinstance(clock, str) or not clock.strip():
+        raise TickRejected("tradetime", f"must be a time HH:MM:SS, got {clock!r}")
+    try:
+        moment = time.fromisoformat(clock.strip())
+    except ValueError:
+        raise TickRejected("tradetime", f"not a time HH:MM:SS: {clock!r}") from None
+    if moment.tzinfo is not None:
+        raise TickRejected("tradetime", f"must be exchange local time with no offset: {clock!r}")
+    day_text = row.get("tradedate")
+    if day_text in (None, ""):
+        if trade_date is None:
+            raise TickRejected(
+                "tradedate", "missing: the file has no TRADEDATE; give the trading date"
+            )
+        day = trade_date
+    elif not isinstance(day_text, str):
+        raise TickRejected("tradedate", f"must be a date YYYY-MM-DD, got {day_text!r}")
+    else:
+        try:
+            day = date.fromisoformat(day_text.strip())
+        except ValueError:
+            raise TickRejected("tradedate", f"not a date YYYY-MM-DD: {day_text!r}") from None
+    local = datetime.combine(day, moment, tzinfo=timezone(utc_offset))
+    row["time"] = local.astimezone(UTC).isoformat()
+    if row.get("volume") in (None, "") and row.get("quantity") not in (None, ""):
+        row["volume"] = row["quantity"]
+    return row
+
+
+def read_ticks(
+    path: Path,
+    known: Container[str],
+    report: ReplayReport,
+    *,
+    trade_date: date | None = None,
+    utc_offset: timedelta = MOSCOW,
+) -> Iterator[Tick]:
+    """Validated ticks of a file; bad lines are recorded in the report and skipped.
+    `trade_date` and `utc_offset` read MOEX trades rows (see from_trade_row)."""
     fallback = datetime.now(UTC)
     for number, raw in _rows(path):
         try:
             if isinstance(raw, str):
                 raise TickRejected("line", raw)
+            if _is_trade_row(raw):
+                assert isinstance(raw, Mapping)
+                raw = from_trade_row(raw, trade_date, utc_offset)
             yield parse_tick(raw, known, fallback)
         except TickRejected as error:
             report.rejected.append((number, str(error)))
             log.warning("%s line %d refused: %s", path, number, error)
 
 
-def read_columns(path: Path, known: Container[str], report: ReplayReport) -> TickColumns:
-    """Every valid tick of a file as columns, in file order; refused lines go in the report."""
+def read_columns(
+    path: Path,
+    known: Container[str],
+    report: ReplayReport,
+    *,
+    trade_date: date | None = None,
+    utc_offset: timedelta = MOSCOW,
+) -> TickColumns:
+    """Every valid tick of a file as columns, in file order; refused lines go in the report.
+    `trade_date` and `utc_offset` read MOEX trades rows (see from_trade_row)."""
     bulk = _read_bulk(path, known, report)
     if bulk is not None:
         return bulk
-    return TickColumns.of(list(read_ticks(path, known, report)))
+    ticks = read_ticks(path, known, report, trade_date=trade_date, utc_offset=utc_offset)
+    return TickColumns.of(list(ticks))
 
 
 def _read_bulk(path: Path, known: Container[str], report: ReplayReport) -> TickColumns | None:
@@ -131,17 +200,21 @@ def _read_bulk(path: Path, known: Container[str], report: ReplayReport) -> TickC
     return batch if keep is None else batch.take(np.flatnonzero(keep))
 
 
-def first_tick_epoch(path: str | Path) -> float | None:
+def first_tick_epoch(
+    path: str | Path, *, trade_date: date | None = None, utc_offset: timedelta = MOSCOW
+) -> float | None:
     """Epoch seconds of the first valid, timed tick in a file (None when there is none, or no
     such file: ReplaySource names that)."""
     if not Path(path).is_file():
         return None
     for _, raw in _rows(Path(path)):
-        if isinstance(raw, dict) and raw.get("time") is not None:
-            try:
+        try:
+            if isinstance(raw, dict) and _is_trade_row(raw):
+                raw = from_trade_row(raw, trade_date, utc_offset)
+            if isinstance(raw, dict) and raw.get("time") is not None:
                 return parse_time(raw["time"]).timestamp()
-            except TickRejected:
-                continue
+        except TickRejected:
+            continue
     return None
 
 
@@ -154,9 +227,13 @@ class ReplaySource:
         known: Container[str],
         speed: float = 1.0,
         clock: Callable[[], float] | None = None,
+        *,
+        trade_date: date | None = None,
+        utc_offset: timedelta = MOSCOW,
     ) -> None:
         """With a clock (epoch seconds; the engine's replay clock), each tick waits until the
-        clock reaches its recorded time; without one, until its offset from the first tick."""
+        clock reaches its recorded time; without one, until its offset from the first tick.
+        `trade_date` and `utc_offset` read MOEX trades rows (see from_trade_row)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError("feed", f"replay file not found: {self.path}")
@@ -169,9 +246,24 @@ class ReplaySource:
         self.clock = clock
         self.name = f"replay:{self.path}"
         self.report = ReplayReport()
+        self.trade_date = trade_date
+        self.utc_offset = utc_offset
+
+    def read(self) -> TickColumns:
+        """The file's valid ticks; refused lines go in the report."""
+        return read_columns(
+            self.path,
+            self.known,
+            self.report,
+            trade_date=self.trade_date,
+            utc_offset=self.utc_offset,
+        )
 
     async def run(self, submit: Submit) -> None:
-        ticks = read_columns(self.path, self.known, self.report)
+        await self.play(self.read(), submit)
+
+    async def play(self, ticks: TickColumns, submit: Submit) -> None:
+        """Hand ticks already read to submit, each once its recorded time has come."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         # Ticks go in file order, each once the clock has reached its recorded time.
@@ -210,21 +302,31 @@ class GridReplay:
     grid_instants: int
 
 
+def end_of_day(engine: Engine, epoch: float) -> float:
+    """Epoch seconds of the end of the exchange local day holding `epoch`."""
+    offset = engine.family.session.utc_offset.total_seconds()
+    return float((np.floor((epoch + offset) / 86_400) + 1) * 86_400 - offset)
+
+
 async def replay_on_grid(
-    engine: Engine, ticks: TickColumns, clock: SteppedClock, until: float | None = None
+    engine: Engine,
+    ticks: TickColumns,
+    clock: SteppedClock,
+    until: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> GridReplay:
     """Replay ticks as fast as possible on recorded time: the engine's clock (`clock`) steps
     from grid instant to grid instant; before each one the ticks recorded up to it are applied,
     then the engine publishes it. Runs to `until` (epoch seconds; default: the end of the
-    exchange local day of the last tick) so the day's close is published too."""
+    exchange local day of the last tick) so the day's close is published too. `progress` is
+    told how many ticks have been handed to the engine after each batch."""
     if not len(ticks):
         return GridReplay(0, 0, 0)
     cadence = engine.cadence
     due = np.maximum.accumulate(ticks.epochs)
     first, last = float(ticks.epochs[0]), float(due[-1])
     if until is None:
-        offset = engine.family.session.utc_offset.total_seconds()
-        until = (np.floor((last + offset) / 86_400) + 1) * 86_400 - offset
+        until = end_of_day(engine, last)
     clock.set(first)
     grid = next_grid_instant(first, cadence)
     applied = publications = steps = done = 0
@@ -233,7 +335,10 @@ async def replay_on_grid(
         if end > done:
             clock.set(float(due[end - 1]))
             for start in range(done, end, BATCH):
-                applied += engine.submit(ticks[start : min(start + BATCH, end)])
+                stop = min(start + BATCH, end)
+                applied += engine.submit(ticks[start:stop])
+                if progress is not None:
+                    progress(stop)
             done = end
         clock.set(grid)
         publications += len(await engine.publish(grid))
