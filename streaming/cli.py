@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--feed",
-        help="tick source: simulator (default), none (ingest only) or replay:PATH (CSV/JSONL)",
+        help="tick source: simulator (default), none (ingest only), iss (the MOEX ISS poller) "
+        "or replay:PATH (CSV/JSONL)",
     )
     s.add_argument(
         "--replay-speed",

@@ -23,9 +23,8 @@ from streaming.arguments import positive_number
 from streaming.clock import ReplayClock, SteppedClock
 from streaming.engine import Engine
 from streaming.errors import IndexTickerError
-from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
+from streaming.methodology.definition import DEFAULT_FAMILY, load_family
 from streaming.methodology.schedule import iso_utc, next_grid_instant
-from streaming.methodology.timetable import AroundTheClock, Timetable
 from streaming.publication import PUBLISHED_DECIMALS
 from streaming.sources.replay import ReplaySource, end_of_day, replay_on_grid
 from streaming.store.memory import MemoryStore
@@ -175,13 +174,6 @@ class ReplaySummary:
         return "\n".join(lines)
 
 
-def make_timetable(session: str, family: Family) -> Timetable:
-    """The exchange timetable (moex) or around the clock (always)."""
-    if session == "moex":
-        return family.timetable()
-    return AroundTheClock(family.session.utc_offset)
-
-
 async def _closes(engine: Engine) -> dict[str, dict[str, Any]]:
     latest = await engine.store.latest()
     return {
@@ -262,7 +254,7 @@ async def replay(args: argparse.Namespace, stream: TextIO) -> ReplaySummary:
         family,
         MemoryStore(),
         cadence=args.cadence,
-        timetable=make_timetable(args.session, family),
+        timetable=family.timetable_for(args.session),
         clock=clock,
         clock_rate=args.speed or 1.0,
         grid=paced,

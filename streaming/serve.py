@@ -18,7 +18,6 @@ from streaming.errors import ConfigError
 from streaming.leader import LeaderLease
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
-from streaming.methodology.timetable import AroundTheClock, Timetable
 from streaming.settings import Settings, admin_token, api_keys, ingest_token, iss_token
 from streaming.sources import TickSource
 from streaming.sources.iss import IssSource
@@ -70,13 +69,6 @@ def make_sources(
     return [ReplaySource(path, frozenset(universe.secids), settings.replay_speed, clock)]
 
 
-def make_timetable(settings: Settings, family: Family) -> Timetable:
-    """The exchange timetable (--session moex) or around the clock (the demo)."""
-    if settings.session == "moex":
-        return family.timetable()
-    return AroundTheClock(family.session.utc_offset)
-
-
 def make_clock(settings: Settings) -> tuple[Callable[[], float], float]:
     """The wall clock, or for a paced replay the recorded time from its first tick at N×."""
     if settings.feed.startswith("replay:") and settings.replay_speed > 0:
@@ -102,7 +94,7 @@ def assemble(settings: Settings) -> Assembly:
         family,
         store,
         cadence=settings.cadence,
-        timetable=make_timetable(settings, family),
+        timetable=family.timetable_for(settings.session),
         sources=make_sources(settings, family, None if clock is time.time else clock),
         fx_rate=settings.fx_rate,
         clock=clock,

@@ -18,7 +18,7 @@ from streaming.methodology.fx import FxSettings, parse_fx_settings
 from streaming.methodology.guard import PriceGuard
 from streaming.methodology.phases import AuctionPolicy, SessionSpec, parse_auction_policy
 from streaming.methodology.schedule import validate_cadence
-from streaming.methodology.timetable import ExchangeTimetable
+from streaming.methodology.timetable import AroundTheClock, ExchangeTimetable, Timetable
 from streaming.methodology.weighting import select_lines, weighted_base
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -328,6 +328,13 @@ class Family:
         """Sessions, auctions and trading days as the first definition configures them."""
         first = self.definitions[0]
         return ExchangeTimetable(first.session, first.calendar, first.auction_policy)
+
+    def timetable_for(self, session: str) -> Timetable:
+        """The exchange timetable (`moex`) or publication around the clock (any other: the
+        demo's `always`) in the first definition's time zone."""
+        if session == "moex":
+            return self.timetable()
+        return AroundTheClock(self.session.utc_offset)
 
     def universe(self) -> IndexBase:
         """Every line of every definition once (the first definition's entry wins)."""
