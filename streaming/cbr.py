@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ElementTree
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -211,29 +211,6 @@ class CbrPollSettings:
         return float(min(self.backoff_max, self.backoff_initial * 2.0 ** min(failures - 1, 60)))
 
 
-_SETTING_KEYS = {
-    "url": "base_url",
-    "interval_seconds": "interval",
-    "backoff_initial_seconds": "backoff_initial",
-    "backoff_max_seconds": "backoff_max",
-    "timeout_seconds": "timeout",
-}
-
-
-def parse_cbr_settings(table: Mapping[str, Any], source: str | None = None) -> CbrPollSettings:
-    """Read a [cbr] table (url, interval_seconds, backoff_initial_seconds, backoff_max_seconds,
-    timeout_seconds); ConfigError names the key ("cbr.<key>")."""
-    for key in table:
-        if key not in _SETTING_KEYS:
-            raise ConfigError(
-                f"cbr.{key}", f"unknown key; expected {sorted(_SETTING_KEYS)}", source
-            )
-    try:
-        return CbrPollSettings(**{_SETTING_KEYS[key]: value for key, value in table.items()})
-    except ConfigError as error:
-        raise ConfigError(error.key, error.reason, source) from None
-
-
 class PollOutcome(Enum):
     POSTED = "posted"  # a new rate, handed to the callback
     UNCHANGED = "unchanged"  # the rate last posted, again
@@ -382,3 +359,17 @@ class CbrPoller:
             if posted is None
             else {"rate_date": posted.rate_date.isoformat(), "rate": posted.rate},
         }
+
+
+class CbrSource:
+    """The poller as one of the engine's sources: it runs while the engine leads (a standby
+    takes the rates in force from the saved state), handing rates to the engine's FX schedule
+    rather than ticks to `submit`."""
+
+    name = "cbr"
+
+    def __init__(self, poller: CbrPoller) -> None:
+        self.poller = poller
+
+    async def run(self, submit: Callable[..., object]) -> None:
+        await self.poller.run()

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from streaming.cbr import CbrPoller, CbrPollSettings, CbrSource
 from streaming.clock import ReplayClock
 from streaming.engine import Engine
 from streaming.errors import ConfigError
 from streaming.leader import LeaderLease
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
+from streaming.methodology.fx import CbrRule
 from streaming.settings import Settings, admin_token, api_keys, ingest_token, iss_token
 from streaming.sources import TickSource
 from streaming.sources.iss import IssSource
@@ -102,6 +104,15 @@ def assemble(settings: Settings) -> Assembly:
         lease=lease,
         ingest_stream=settings.ingest_stream,
     )
+    if settings.fx_feed == "cbr":
+        rule = engine.fx_settings.rule
+        poller = CbrPoller(
+            engine.add_fx,
+            CbrPollSettings(base_url=settings.cbr_url, interval=settings.cbr_interval_seconds),
+            rule=rule if isinstance(rule, CbrRule) else None,
+            clock=engine.clock,
+        )
+        engine.sources = (*engine.sources, CbrSource(poller))
     token, generated = ingest_token()
     return Assembly(family, store, engine, token, generated, admin_token())
 

@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from streaming.errors import ConfigError
 from streaming.methodology.definition import read_toml
@@ -67,6 +68,10 @@ class Settings:
     # The MOEX ISS feed (docs/feeds.md); its token is a secret: INDEX_TICKER_ISS_TOKEN.
     iss_url: str = "https://iss.moex.com"
     iss_interval_seconds: float = 5.0  # between polls while ISS answers; errors back off
+    # The Bank of Russia USD/RUB rate (docs/fx.md), polled while this engine leads.
+    fx_feed: str = "none"  # none | cbr
+    cbr_url: str = "https://www.cbr.ru"
+    cbr_interval_seconds: float = 300.0  # between polls while it answers; errors back off
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -95,6 +100,22 @@ class Settings:
             raise ConfigError("redis_url", "must start with redis://, rediss:// or unix://")
         self._check_feed_settings()
         self._check_security_settings()
+        self._check_fx_feed()
+
+    def _check_fx_feed(self) -> None:
+        if self.fx_feed not in ("none", "cbr"):
+            raise ConfigError("fx_feed", f"must be none or cbr, got {self.fx_feed!r}")
+        url = urlsplit(self.cbr_url)
+        if url.scheme not in ("http", "https") or not url.hostname or url.password:
+            raise ConfigError("cbr_url", f"must be an http(s) URL, got {self.cbr_url!r}")
+        interval = self.cbr_interval_seconds
+        if not (math.isfinite(interval) and interval >= 60):
+            # The rate changes once a day: a poll a minute is more than enough.
+            raise ConfigError("cbr_interval_seconds", f"must be at least 60, got {interval!r}")
+        if self.fx_feed == "cbr" and self.feed.startswith("replay:") and self.replay_speed > 0:
+            raise ConfigError(
+                "fx_feed", "cbr polls today's rates: not with a replay on its recorded clock"
+            )
 
     def _check_feed_settings(self) -> None:
         for name in ("ws_ping_interval", "ws_ping_timeout"):

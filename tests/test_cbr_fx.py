@@ -19,16 +19,18 @@ from streaming.cbr import (
     CbrFeedError,
     CbrPoller,
     CbrPollSettings,
+    CbrSource,
     CbrUsdRate,
     PollOutcome,
     daily_url,
     fetch_daily,
-    parse_cbr_settings,
     parse_daily,
 )
 from streaming.engine import Engine
 from streaming.errors import ConfigError
 from streaming.methodology.fx import AddOutcome, CbrRule, FxSchedule, FxStep
+from streaming.serve import assemble
+from streaming.settings import Settings
 from streaming.store.memory import MemoryStore
 from tests.factories import small_definition
 
@@ -380,28 +382,57 @@ async def test_poller_feeds_a_real_engine() -> None:
 # --- settings -------------------------------------------------------------------------------
 
 
-def test_settings_from_a_table_and_their_errors() -> None:
-    settings = parse_cbr_settings(
-        {"url": "http://mirror.local:8080", "interval_seconds": 120, "timeout_seconds": 5}
-    )
+def test_poll_settings_and_their_errors() -> None:
+    settings = CbrPollSettings(base_url="http://mirror.local:8080", interval=120, timeout=5)
     assert settings.url == "http://mirror.local:8080/scripts/XML_daily.asp"
     assert (settings.interval, settings.timeout, settings.backoff_initial) == (120, 5, 30.0)
     bad: list[tuple[dict[str, object], str, str]] = [
-        ({"intervall_seconds": 1}, "cbr.intervall_seconds", "unknown key"),
-        ({"url": "ftp://x"}, "cbr.url", "http(s) URL"),
-        ({"interval_seconds": 0}, "cbr.interval_seconds", "positive"),
-        ({"timeout_seconds": "5"}, "cbr.timeout_seconds", "number"),
-        ({"backoff_max_seconds": 10}, "cbr.backoff_max_seconds", "at least"),
+        ({"base_url": "ftp://x"}, "cbr.url", "http(s) URL"),
+        ({"interval": 0}, "cbr.interval_seconds", "positive"),
+        ({"timeout": "5"}, "cbr.timeout_seconds", "number"),
+        ({"backoff_max": 10}, "cbr.backoff_max_seconds", "at least"),
     ]
-    for table, key, words in bad:
+    for arguments, key, words in bad:
         with pytest.raises(ConfigError) as caught:
-            parse_cbr_settings(table, "service.toml")
+            CbrPollSettings(**arguments)  # type: ignore[arg-type]
         assert caught.value.key == key
         assert words in caught.value.reason
-        assert str(caught.value).startswith(f"service.toml: {key}: ")
 
 
 def test_usd_rate_value_object() -> None:
     quote = CbrUsdRate(date(2026, 11, 24), Decimal("8150.00"), 100)
     assert quote.rate == 81.5
     assert quote.step(msk(MON, 11, 30)).source == "cbr:2026-11-24"
+
+
+async def test_serve_polls_the_bank_while_the_engine_leads() -> None:
+    """fx_feed = "cbr": the assembled engine runs the poller as one of its sources and the
+    rates reach its FX schedule; the settings refuse what makes no sense."""
+    with replaying(["daily_2026-11-24.xml"]) as replay:
+        settings = Settings(
+            feed="none", fx_feed="cbr", cbr_url=replay.base_url, cbr_interval_seconds=60
+        )
+        parts = assemble(settings)
+        engine = parts.engine
+        assert engine is not None
+        source = engine.sources[-1]
+        assert isinstance(source, CbrSource) and source.name == "cbr"
+        await parts.store.open()
+        await engine.start()
+        try:
+            await wait_for(lambda: source.poller.results)
+        finally:
+            await engine.stop()
+            await parts.store.close()
+    result = source.poller.results[-1]
+    assert result.outcome is PollOutcome.POSTED
+    assert result.answer in (AddOutcome.ADDED, AddOutcome.REPLACED)
+    assert result.rate is not None and result.rate.rate_date == date(2026, 11, 24)
+    assert replay.paths == ["/scripts/XML_daily.asp"]
+    assert "cbr" in engine.status()["sources"]
+    with pytest.raises(ConfigError, match="fx_feed"):
+        Settings(fx_feed="ecb")
+    with pytest.raises(ConfigError, match="cbr_interval_seconds"):
+        Settings(fx_feed="cbr", cbr_interval_seconds=5)
+    with pytest.raises(ConfigError, match="cbr_url"):
+        Settings(cbr_url="ftp://cbr.ru")
