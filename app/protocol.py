@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from streaming.errors import FieldError
+
 SUBPROTOCOL = "index-ticker.v1"  # selected when the client offers it in Sec-WebSocket-Protocol
 OPERATIONS = ("subscribe", "unsubscribe", "ping")
 MAX_INTERVAL_MS = 3_600_000  # the longest live-channel interval a client may ask for
@@ -40,13 +42,8 @@ class CloseCode(IntEnum):
     TOO_MANY = 4029  # too many connections for this API key or address
 
 
-class ProtocolError(Exception):
+class ProtocolError(FieldError):
     """A client message this server cannot act on: names the field and the reason."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)

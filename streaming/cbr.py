@@ -27,7 +27,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
-from streaming.errors import ConfigError, IndexTickerError
+from streaming.errors import ConfigError, FieldError
 from streaming.methodology.fx import CbrRule, FxRejected, FxStep
 from streaming.methodology.schedule import iso_utc
 
@@ -43,13 +43,8 @@ _WHOLE = re.compile(r"\d+")
 _RESULTS_KEPT = 16
 
 
-class CbrFeedError(IndexTickerError):
+class CbrFeedError(FieldError):
     """The CBR rates could not be fetched or read: names the field (or "http") and the reason."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,13 +41,17 @@ class BaseLoadError(FileFormatError):
     """An index base (or MOEX daily data) file is wrong."""
 
 
-class TickRejected(IndexTickerError):
-    """A tick failed validation: names the field and the reason."""
+class FieldError(IndexTickerError):
+    """Something received is wrong in one field: names the field and the reason."""
 
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+class TickRejected(FieldError):
+    """A tick failed validation: names the field and the reason."""
 
 
 class UnknownIndexError(IndexTickerError):

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
-from streaming.errors import IndexTickerError
+from streaming.errors import FieldError
 from streaming.methodology.schedule import MOSCOW
 from streaming.sources import Submit
 from streaming.ticks import Tick
@@ -40,13 +40,8 @@ MIDNIGHT_SLACK = timedelta(minutes=5)
 MAX_REMEMBERED_REFUSALS = 1000  # distinct refused-row messages logged once each
 
 
-class IssError(IndexTickerError):
+class IssError(FieldError):
     """An ISS answer or one of its rows is wrong: names the field and the reason."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
