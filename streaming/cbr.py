@@ -368,3 +368,6 @@ class CbrSource:
 
     async def run(self, submit: Callable[..., object]) -> None:
         await self.poller.run()
+
+    def status(self) -> dict[str, Any]:
+        return self.poller.status()

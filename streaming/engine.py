@@ -801,4 +801,11 @@ class Engine(Rebasing):
             else "live",
             "fx": self.fx_status().as_dict(),
             "sources": [source.name for source in self.sources],
+            # What a source reports of itself (the ISS poller's data age, the Bank of Russia
+            # poller's last rate), under its name.
+            "feeds": {
+                source.name: report()
+                for source in self.sources
+                if callable(report := getattr(source, "status", None))
+            },
         }

@@ -429,7 +429,10 @@ async def test_serve_polls_the_bank_while_the_engine_leads() -> None:
     assert result.answer in (AddOutcome.ADDED, AddOutcome.REPLACED)
     assert result.rate is not None and result.rate.rate_date == date(2026, 11, 24)
     assert replay.paths == ["/scripts/XML_daily.asp"]
-    assert "cbr" in engine.status()["sources"]
+    status = engine.status()
+    assert "cbr" in status["sources"]
+    assert status["feeds"]["cbr"]["last_posted"] == {"rate_date": "2026-11-24", "rate": 81.5}
+    assert status["feeds"]["cbr"]["failures_in_a_row"] == 0
     with pytest.raises(ConfigError, match="fx_feed"):
         Settings(fx_feed="ecb")
     with pytest.raises(ConfigError, match="cbr_interval_seconds"):
