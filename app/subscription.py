@@ -60,6 +60,7 @@ class Client:
     # take the round's frames straight to its socket (it then writes them once the round is over).
     open_round: Callable[[], bool] | None = None
     pending: list[bytes] | None = None  # frames of the round in progress, written at its end
+    pending_keys: list[Key] = field(default_factory=list)  # the key of each pending frame
     sent: int = 0
 
     def __post_init__(self) -> None:
@@ -123,10 +124,12 @@ class Client:
             pending = self.pending
             if pending is None and self.open_round is not None and self.open_round():
                 pending = self.pending = []
+                self.pending_keys = []
             if pending is not None:
                 floor = self.floors.get(key)
                 if floor is None or seq > floor:
                     pending.append(frame)
+                    self.pending_keys.append(key)
                     self.floors[key] = seq
                 return 0
         return self.offer(key, seq, text, 0, frame, now)
@@ -144,8 +147,17 @@ class Client:
         """Queue a heartbeat (at most one waits at any time)."""
         self.outbox.put(Entry(HEARTBEAT, None, text, time.monotonic()))
 
+    def _drop_pending(self, key: Key) -> None:
+        """Take a key's frames out of the round in progress (an unsubscribe, a new hold)."""
+        if self.pending and key in self.pending_keys:
+            pairs = zip(self.pending_keys, self.pending, strict=True)
+            kept = [(k, frame) for k, frame in pairs if k != key]
+            self.pending_keys = [k for k, _ in kept]
+            self.pending = [frame for _, frame in kept]
+
     def hold(self, key: Key) -> None:
         """Start holding a key's messages back: a snapshot or a replay of it is about to be read."""
+        self._drop_pending(key)
         self.outbox.discard(key)
         self.floors.pop(key, None)
         self.held[key] = deque(maxlen=self.policy.queue_size)
@@ -171,6 +183,7 @@ class Client:
 
     def forget(self, key: Key) -> None:
         """Drop everything queued, held or remembered for a key (an unsubscribe)."""
+        self._drop_pending(key)
         self.outbox.discard(key)
         self.held.pop(key, None)
         self.floors.pop(key, None)

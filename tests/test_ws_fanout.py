@@ -200,3 +200,17 @@ def test_behind_a_queue_or_a_hold_or_a_busy_socket_the_frame_is_queued() -> None
     holding.hold(key)
     holding.offer_shared(key, 1, "one", b"F1", 0.0)
     assert not asked and holding.pending is None and holding.first_held(key) == 1
+
+
+def test_an_unsubscribe_or_a_new_hold_takes_the_key_out_of_the_round() -> None:
+    """Nothing of a key goes out after its unsubscribe is acknowledged, nor ahead of the
+    snapshot a new subscription reads."""
+    client, _ = shared_client()
+    imoex, rtsi = ("index", "IMOEX"), ("index", "RTSI")
+    client.offer_shared(imoex, 5, "i5", b"I5", 0.0)
+    client.offer_shared(rtsi, 9, "r9", b"R9", 0.0)
+    client.forget(imoex)
+    assert client.pending_keys == [rtsi]
+    client.hold(rtsi)
+    assert client.take_pending() == []
+    assert client.sent == 0
