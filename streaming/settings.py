@@ -9,7 +9,6 @@ import secrets
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from streaming.errors import ConfigError
 from streaming.methodology.definition import read_toml
@@ -105,13 +104,10 @@ class Settings:
     def _check_fx_feed(self) -> None:
         if self.fx_feed not in ("none", "cbr"):
             raise ConfigError("fx_feed", f"must be none or cbr, got {self.fx_feed!r}")
-        url = urlsplit(self.cbr_url)
-        if url.scheme not in ("http", "https") or not url.hostname or url.password:
-            raise ConfigError("cbr_url", f"must be an http(s) URL, got {self.cbr_url!r}")
-        interval = self.cbr_interval_seconds
-        if not (math.isfinite(interval) and interval >= 60):
-            # The rate changes once a day: a poll a minute is more than enough.
-            raise ConfigError("cbr_interval_seconds", f"must be at least 60, got {interval!r}")
+        # The rate changes once a day: a poll a minute is more than enough.
+        _check_polled_origin(
+            "cbr", self.cbr_url, self.cbr_interval_seconds, 60.0, "the Bank's rates need none"
+        )
         if self.fx_feed == "cbr" and self.feed.startswith("replay:") and self.replay_speed > 0:
             raise ConfigError(
                 "fx_feed", "cbr polls today's rates: not with a replay on its recorded clock"
@@ -149,18 +145,13 @@ class Settings:
             raise ConfigError("lease_seconds", f"must be positive, got {self.lease_seconds}")
         if self.api_keys_redis and self.redis_url is None:
             raise ConfigError("api_keys_redis", "needs redis_url: the keys are a Redis set")
-        if "@" in self.iss_url:
-            raise ConfigError("iss_url", f"must not carry credentials: use {ISS_TOKEN_ENV}")
-        if not ORIGIN.fullmatch(self.iss_url.rstrip("/")):
-            raise ConfigError(
-                "iss_url", f"must be scheme://host[:port] (http or https), got {self.iss_url!r}"
-            )
-        interval = self.iss_interval_seconds
-        if not (math.isfinite(interval) and interval >= MIN_ISS_INTERVAL_SECONDS):
-            raise ConfigError(
-                "iss_interval_seconds",
-                f"must be at least {MIN_ISS_INTERVAL_SECONDS:g} seconds, got {interval!r}",
-            )
+        _check_polled_origin(
+            "iss",
+            self.iss_url,
+            self.iss_interval_seconds,
+            MIN_ISS_INTERVAL_SECONDS,
+            f"use {ISS_TOKEN_ENV}",
+        )
 
     def _check_security_settings(self) -> None:
         rate = self.ingest_rate_per_second
@@ -183,6 +174,24 @@ class Settings:
 
 def _field_types() -> dict[str, str]:
     return {f.name: str(f.type) for f in fields(Settings)}
+
+
+def _check_polled_origin(
+    prefix: str, url: str, interval: float, minimum: float, credentials: str
+) -> None:
+    """`{prefix}_url`, an HTTP service polled by a feed, is scheme://host[:port] without
+    credentials (`credentials` says where they go instead); `{prefix}_interval_seconds` is at
+    least `minimum`."""
+    if "@" in url:
+        raise ConfigError(f"{prefix}_url", f"must not carry credentials: {credentials}")
+    if not ORIGIN.fullmatch(url.rstrip("/")):
+        raise ConfigError(
+            f"{prefix}_url", f"must be scheme://host[:port] (http or https), got {url!r}"
+        )
+    if not (math.isfinite(interval) and interval >= minimum):
+        raise ConfigError(
+            f"{prefix}_interval_seconds", f"must be at least {minimum:g} seconds, got {interval!r}"
+        )
 
 
 def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Settings:
