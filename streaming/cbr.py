@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from streaming.errors import ConfigError, FieldError
 from streaming.methodology.fx import CbrRule, FxRejected, FxStep
 from streaming.methodology.schedule import iso_utc
+from streaming.sources import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class CbrPollSettings:
         """Seconds to wait before the next poll after `failures` failed polls in a row."""
         if failures <= 0:
             return float(self.interval)
-        return float(min(self.backoff_max, self.backoff_initial * 2.0 ** min(failures - 1, 60)))
+        return backoff_delay(failures - 1, self.backoff_initial, self.backoff_max)
 
 
 class PollOutcome(Enum):

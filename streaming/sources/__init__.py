@@ -16,3 +16,10 @@ class TickSource(Protocol):
     name: str
 
     async def run(self, submit: Submit) -> None: ...
+
+
+def backoff_delay(failures: int, interval: float, cap: float) -> float:
+    """Seconds to wait after `failures` errors in a row: the interval doubled per error, capped."""
+    if failures <= 0:
+        return interval
+    return float(min(cap, interval * 2.0 ** min(failures, 64)))

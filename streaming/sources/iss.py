@@ -22,7 +22,7 @@ import orjson
 
 from streaming.errors import FieldError
 from streaming.methodology.schedule import MOSCOW
-from streaming.sources import Submit
+from streaming.sources import Submit, backoff_delay
 from streaming.ticks import Tick
 
 log = logging.getLogger(__name__)
@@ -201,13 +201,6 @@ class TradeTracker:
             self._trade[row.secid] = trade
             ticks.append(Tick(row.secid, row.last, row.trade_time, row.quantity))
         return ticks
-
-
-def backoff_delay(failures: int, interval: float, cap: float) -> float:
-    """Seconds to wait after `failures` errors in a row: the interval doubled per error, capped."""
-    if failures <= 0:
-        return interval
-    return float(min(cap, interval * 2.0 ** min(failures, 64)))
 
 
 def _iso(moment: datetime | None) -> str | None:
