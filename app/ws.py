@@ -108,11 +108,9 @@ class FeedProtocol(WebSocketsSansIOProtocol):
         no per-connection encoding (compression) negotiated."""
         return (
             self.handshake_complete
-            and not self.close_sent
-            and not self.disconnected
             and self.writable.is_set()
             and not self.conn.extensions
-            and not self.transport.is_closing()
+            and self.open()
         )
 
     def open(self) -> bool:
