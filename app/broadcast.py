@@ -250,10 +250,14 @@ class Broadcaster:
             seq = publication.seq
             now = time.monotonic()
             dropped = 0
-            shared = {flag: (update.text(flag), update.frame(flag)) for flag in (False, True)}
+            # Each form (with or without contributions) made once, and only if someone wants it.
+            shared: dict[bool, tuple[str, bytes]] = {}
             for client in subscribers:  # the hot loop: positional arguments, no lookups beyond
-                text, frame = shared[client.index[code]]
-                dropped += client.offer_shared(key, seq, text, frame, now)
+                flag = client.index[code]
+                pair = shared.get(flag)
+                if pair is None:
+                    pair = shared[flag] = (update.text(flag), update.frame(flag))
+                dropped += client.offer_shared(key, seq, pair[0], pair[1], now)
             self._count(dropped)
         if self._constituents.get(code):
             await self._dispatch_constituents(publication)
