@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming.bases import BaseBook, base_from_lines
-from streaming.errors import IndexTickerError, LeaseLost, StoreUnavailable
-from streaming.leader import LeaderLease
+from streaming.errors import IndexTickerError, LeaseLost
+from streaming.leader import LeaderLease, engine_id
 from streaming.methodology.calculator import index_value
 from streaming.methodology.contributions import line_points, top_movers
 from streaming.methodology.definition import Family, IndexDefinition
@@ -49,11 +49,11 @@ from streaming.publication import PUBLISHED_DECIMALS, EngineState, Publication
 from streaming.rebasing import Rebasing
 from streaming.sources import TickSource
 from streaming.store.base import Store
+from streaming.stream_reader import TickStreamReader
 from streaming.ticks import Tick, TickColumns
 
 log = logging.getLogger(__name__)
 
-STREAM_ENTRIES = 100  # ingest stream entries read at once (each one a POSTed batch)
 BACKLOG = 10_000  # publications kept for the history while the store is away
 # Below this many ticks the per-tick path is quicker than building columns.
 SMALL_BATCH = 16
@@ -171,6 +171,7 @@ class Engine(Rebasing):
         self._lease_task: asyncio.Task[None] | None = None
         self.ingest_stream = ingest_stream  # read ticks from the store's durable stream
         self.stream_id = "0-0"  # the last stream entry applied (saved with each publication)
+        self.stream_reader: TickStreamReader | None = None  # while leading, with ingest_stream
         self.backlog: deque[Publication] = deque(
             maxlen=BACKLOG
         )  # published while the store was away
@@ -644,13 +645,14 @@ class Engine(Rebasing):
             if self.live_interval:
                 self._tasks.append(asyncio.create_task(self._live_loop(), name="live"))
         if self.ingest_stream:
-            self._tasks.append(asyncio.create_task(self._stream_loop(), name="ingest-stream"))
+            self._start_stream_reader()
         for source in self.sources:
             self._tasks.append(asyncio.create_task(self._run_source(source), name=source.name))
 
     async def _stand_down(self) -> None:
         """Stop publishing and reading: another engine leads now."""
         await self._cancel_tasks()
+        self.stream_reader = None
         self.state = "standby"
         log.warning("standing by: another engine holds the leader lease")
 
@@ -665,22 +667,25 @@ class Engine(Rebasing):
                 await self._stand_down()
             await asyncio.sleep(self.lease.ttl_seconds / 3)
 
-    async def _stream_loop(self) -> None:
-        """Apply the durable ingest stream from where the saved state left it."""
-        delay = 0.1
-        while True:
-            try:
-                entries = await self.store.read_ticks(self.stream_id, STREAM_ENTRIES, 1000)
-                delay = 0.1
-            except StoreUnavailable:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if entries:
-                # One batch for everything read: the guard and the calculator see the same
-                # trades in the same order as entry by entry (the stream has no one to report to).
-                self.submit_report(TickColumns.concat([ticks for _, ticks in entries]))
-                self.stream_id = entries[-1][0]
+    def _start_stream_reader(self) -> None:
+        """Read the durable tick stream from the entry after the committed state's."""
+        consumer = self.lease.owner if self.lease is not None else engine_id()
+        self.stream_reader = TickStreamReader(
+            self.store,
+            consumer,
+            self._apply_stream,
+            lambda: self.known_secids,
+            lambda: utc_from_epoch(self.clock()),
+        )
+        self._tasks.append(
+            asyncio.create_task(self.stream_reader.run(self.stream_id), name="ingest-stream")
+        )
+
+    def _apply_stream(self, ticks: TickColumns, last_entry: str) -> None:
+        # One batch for everything read: the guard and the calculator see the same trades in
+        # the same order as entry by entry (the stream has no one to report to).
+        self.submit_report(ticks)
+        self.stream_id = last_entry
 
     async def stop(self) -> None:
         """Cancel every task and give the lease up."""
@@ -795,6 +800,7 @@ class Engine(Rebasing):
             "leader": None if self.lease is None else self.lease.held,
             "backlog": len(self.backlog),
             "stream_id": self.stream_id if self.ingest_stream else None,
+            "stream": None if self.stream_reader is None else self.stream_reader.status(),
             "feed": "stale"
             if self.last_tick_epoch is None
             or self.clock() - self.last_tick_epoch > self.feed_stale_seconds

@@ -66,5 +66,9 @@ class StoreUnavailable(IndexTickerError):
     """The state store (Redis) does not answer."""
 
 
+class StreamGroupMissing(IndexTickerError):
+    """The tick stream or its readers' group is gone (deleted by hand): join it again."""
+
+
 class LeaseLost(IndexTickerError):
     """Another engine holds the leader lease: this one must not write."""

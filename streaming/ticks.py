@@ -279,7 +279,11 @@ def decode_columns(text: str | bytes) -> TickColumns:
     """The inverse of encode_ticks, straight into columns (the ticks were validated before they
     were written). Entries written as a list of [secid, price, time, volume, phase] rows are
     read too."""
-    data = orjson.loads(text)
+    return columns_of(orjson.loads(text))
+
+
+def columns_of(data: Any) -> TickColumns:
+    """decode_columns of a parsed document: columns, or a list of rows."""
     if isinstance(data, list):
         rows = data
         data = {

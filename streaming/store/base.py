@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Protocol
 
 from streaming.publication import EngineState, Publication
-from streaming.ticks import Tick, TickColumns
+from streaming.tick_stream import Fields, StreamLag, StreamReject
+from streaming.ticks import Tick
 
 DEFAULT_HISTORY_LIMIT = 20_000  # values kept per index: more than a day at a 15 s cadence
 
@@ -69,10 +70,27 @@ class Store(Protocol):
     async def append_ticks(self, ticks: Sequence[Tick]) -> str:
         """Add validated ticks to the durable ingest stream; the entry id."""
 
-    async def read_ticks(
-        self, after: str, count: int, block_ms: int | None
-    ) -> list[tuple[str, TickColumns]]:
-        """Ingest stream entries after an id, oldest first (waits up to block_ms for one)."""
+    async def join_tick_stream(self, consumer: str, after: str) -> str | None:
+        """Make `consumer` the one reader of the tick stream, placed after entry `after`: every
+        later entry comes to it again, in order. A warning when some were trimmed unread."""
+
+    async def next_tick_entries(
+        self,
+        consumer: str,
+        count: int,
+        block_ms: int | None,
+        applied: Sequence[str] = (),
+        rejects: Sequence[StreamReject] = (),
+        again: bool = False,
+    ) -> list[tuple[str, Fields]]:
+        """Acknowledge the entries applied (recording their rejected ticks), then the next
+        entries for `consumer` (`again`: those handed to it and not acknowledged)."""
+
+    async def tick_stream_lag(self) -> StreamLag | None:
+        """Where the reader stands in the tick stream; None before one joined."""
+
+    async def tick_stream_readers(self) -> dict[str, int]:
+        """The stream's readers and how many entries each holds unacknowledged."""
 
     async def announce_live(self, message: str) -> None:
         """Send a live-values message (JSON text) to every API process."""

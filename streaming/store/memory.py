@@ -18,7 +18,8 @@ from typing import Generic, TypeVar
 from streaming.errors import LeaseLost
 from streaming.publication import EngineState, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
-from streaming.ticks import Tick, TickColumns
+from streaming.tick_stream import BATCH_FIELD, Fields, StreamLag, StreamReject, entry_key
+from streaming.ticks import Tick, encode_ticks
 
 T = TypeVar("T")
 
@@ -138,7 +139,9 @@ class MemoryStore:
         self._lease: tuple[str, int] | None = None
         self._lease_until = 0.0
         self._fence = 0
-        self._tick_entries: list[tuple[int, TickColumns]] = []
+        self._tick_entries: list[Fields] = []
+        self._tick_delivered = 0  # entries handed to the reader
+        self._tick_rejects: list[StreamReject] = []
         self._tick_arrived = asyncio.Event()
 
     async def open(self) -> None:
@@ -244,20 +247,50 @@ class MemoryStore:
 
     async def append_ticks(self, ticks: Sequence[Tick]) -> str:
         """Keep validated ticks in an in-process stream (not durable: the process is the store)."""
-        self._tick_entries.append((len(self._tick_entries) + 1, TickColumns.of(ticks)))
+        self._tick_entries.append({BATCH_FIELD: encode_ticks(ticks)})
         self._tick_arrived.set()
         return f"{len(self._tick_entries)}-0"
 
-    async def read_ticks(
-        self, after: str, count: int, block_ms: int | None
-    ) -> list[tuple[str, TickColumns]]:
-        """Entries after an id, oldest first, waiting up to block_ms for one."""
-        start = int(after.split("-")[0]) if after not in ("", "$") else len(self._tick_entries)
-        if start >= len(self._tick_entries) and block_ms:
+    async def join_tick_stream(self, consumer: str, after: str) -> str | None:
+        """Read the in-process stream from after entry `after` (one reader: the engine)."""
+        self._tick_delivered = min(entry_key(after)[0], len(self._tick_entries))
+        return None
+
+    async def next_tick_entries(
+        self,
+        consumer: str,
+        count: int,
+        block_ms: int | None,
+        applied: Sequence[str] = (),
+        rejects: Sequence[StreamReject] = (),
+        again: bool = False,
+    ) -> list[tuple[str, Fields]]:
+        """The next entries, waiting up to block_ms for one (nothing to acknowledge here)."""
+        self._tick_rejects.extend(rejects)
+        start = self._tick_delivered
+        if start >= len(self._tick_entries) and block_ms and not again:
             self._tick_arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._tick_arrived.wait(), block_ms / 1000)
-        return [(f"{n}-0", ticks) for n, ticks in self._tick_entries[start : start + count]]
+        chosen = self._tick_entries[start : start + count]
+        self._tick_delivered = start + len(chosen)
+        return [(f"{start + i + 1}-0", fields) for i, fields in enumerate(chosen)]
+
+    async def tick_stream_lag(self) -> StreamLag | None:
+        """Where the reader stands in the in-process stream."""
+        last = len(self._tick_entries)
+        return StreamLag(
+            length=last,
+            last_entry=f"{last}-0",
+            delivered=f"{self._tick_delivered}-0",
+            pending=0,
+            undelivered=last - self._tick_delivered,
+            readers=1,
+        )
+
+    async def tick_stream_readers(self) -> dict[str, int]:
+        """One reader, the engine, holding nothing unacknowledged."""
+        return {}
 
     async def announce_live(self, message: str) -> None:
         """Hand a live-values message (JSON text) to this process's live subscribers."""

@@ -5,6 +5,9 @@ Keys, all under the namespace `ns`:
   {ns}:latest           hash, index code -> Publication.record()
   {ns}:history:{code}   sorted set, score = epoch seconds of the grid instant, member = record
   {ns}:publications     pub/sub channel, one record per message
+  {ns}:ticks            stream of ticks (streaming/tick_stream.py), read by the group `engines`
+  {ns}:ticks:rejected   stream of the ticks the engine refused from it: entry, position, field,
+                        reason (bounded)
 
 A commit writes all of them in one server-side script (atomic, one round trip, the leader lease
 checked inside it), so a reader never sees a state newer than the latest values it goes with.
@@ -30,14 +33,21 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streaming.errors import ConfigError, IndexTickerError, LeaseLost, StoreUnavailable
+from streaming.errors import (
+    ConfigError,
+    IndexTickerError,
+    LeaseLost,
+    StoreUnavailable,
+    StreamGroupMissing,
+)
 from streaming.publication import EngineState, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
 from streaming.store.memory import DEFAULT_SUBSCRIBER_QUEUE, Fanout, select_after
-from streaming.ticks import Tick, TickColumns, decode_columns, encode_ticks
+from streaming.tick_stream import Fields, StreamLag, StreamReject, entry_key
+from streaming.ticks import Tick, encode_ticks
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,8 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.Timeou
 
 
 TICK_STREAM_MAX = 1_000_000  # entries kept in the ingest stream (approximately)
+TICK_GROUP = "engines"  # the consumer group the leading engine reads the tick stream in
+REJECTS_MAX = 10_000  # entries kept in the stream of rejected ticks (approximately)
 
 Lease = tuple[str, int]  # (owner, fencing token)
 
@@ -185,6 +197,7 @@ class RedisStore:
         self.leader_key = f"{namespace}:leader"
         self.fence_key = f"{namespace}:fence"
         self.ticks_key = f"{namespace}:ticks"
+        self.rejects_key = f"{namespace}:ticks:rejected"
         self._client: Redis | None = None
         self._commit_script: AsyncScript | None = None  # _COMMIT, loaded on first use
         self._committed: dict[str, int] = {}  # the last seq this process committed per code
@@ -360,26 +373,105 @@ class RedisStore:
             raise self._unavailable(exc) from exc
         return _text(entry) or ""
 
-    async def read_ticks(
-        self, after: str, count: int, block_ms: int | None
-    ) -> list[tuple[str, TickColumns]]:
-        """Stream entries after an id (oldest first), waiting up to block_ms for one."""
+    async def join_tick_stream(self, consumer: str, after: str) -> str | None:
+        """Make `consumer` the one reader of the engines' group, placed after entry `after` (the
+        last one in the committed state): every later entry comes to it again, in order, whoever
+        had it before. A warning when entries after `after` were trimmed before being applied."""
+        redis = self._redis()
         try:
-            answer: Any = await self._redis().xread(
-                {self.ticks_key: after}, count=count, block=block_ms
-            )
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                await redis.xgroup_create(self.ticks_key, TICK_GROUP, after, mkstream=True)
+            await redis.xgroup_setid(self.ticks_key, TICK_GROUP, after)
+            for reader in await redis.xinfo_consumers(self.ticks_key, TICK_GROUP):
+                await redis.xgroup_delconsumer(self.ticks_key, TICK_GROUP, reader["name"])
+            info = await redis.xinfo_stream(self.ticks_key)
+            kept = after == "0-0" or bool(await redis.xrange(self.ticks_key, after, after))
         except _UNREACHABLE as exc:
             raise self._unavailable(exc) from exc
-        entries: list[tuple[str, TickColumns]] = []
-        for _, items in answer or []:
-            for entry_id, fields in items:
-                raw = fields.get(b"ticks", fields.get("ticks"))
-                try:
-                    entries.append((_text(entry_id) or "", decode_columns(raw)))
-                except (ValueError, TypeError, KeyError) as exc:
-                    log.error("skipping unreadable tick stream entry %s: %s", entry_id, exc)
-                    entries.append((_text(entry_id) or "", TickColumns.of([])))
-        return entries
+        # Trimming drops the oldest entries first: while `after` is kept, nothing later is lost.
+        first = _text((info.get("first-entry") or (None,))[0]) or "0-0"
+        if not kept and entry_key(first) > entry_key(after):
+            return (
+                f"{self.ticks_key} no longer holds entry {after}, the last this engine applied; "
+                f"entries written between it and {first} were trimmed unapplied, if there were any"
+            )
+        return None
+
+    async def next_tick_entries(
+        self,
+        consumer: str,
+        count: int,
+        block_ms: int | None,
+        applied: Sequence[str] = (),
+        rejects: Sequence[StreamReject] = (),
+        again: bool = False,
+    ) -> list[tuple[str, Fields]]:
+        """Acknowledge the entries applied (recording their rejected ticks), then read the next
+        entries for `consumer`, up to `count`, waiting up to block_ms: in one round trip.
+        `again` reads the entries already handed to it and not acknowledged instead (after an
+        error lost a reply)."""
+        pipe = self._redis().pipeline(transaction=False)
+        if applied:
+            pipe.xack(self.ticks_key, TICK_GROUP, *applied)
+        for reject in rejects:
+            pipe.xadd(
+                self.rejects_key,
+                cast(Any, reject.as_fields()),
+                maxlen=REJECTS_MAX,
+                approximate=True,
+            )
+        pipe.xreadgroup(
+            TICK_GROUP,
+            consumer,
+            {self.ticks_key: "0" if again else ">"},
+            count=count,
+            block=None if again else block_ms,
+        )
+        try:
+            replies = await pipe.execute()
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        except ResponseError as exc:
+            raise _group_error(exc) from exc
+        return [
+            (_text(entry_id) or "", fields)
+            for _, items in replies[-1] or []
+            for entry_id, fields in items
+            if fields is not None  # an entry deleted while pending comes back empty
+        ]
+
+    async def tick_stream_lag(self) -> StreamLag | None:
+        """Where the engines' group stands; None before any engine joined."""
+        pipe = self._redis().pipeline(transaction=False)
+        pipe.xinfo_stream(self.ticks_key)
+        pipe.xinfo_groups(self.ticks_key)
+        try:
+            stream, groups = await pipe.execute()
+        except ResponseError:  # no stream yet
+            return None
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        group = next((g for g in groups if _text(g["name"]) == TICK_GROUP), None)
+        if group is None:
+            return None
+        return StreamLag(
+            length=int(stream["length"]),
+            last_entry=_text(stream["last-generated-id"]) or "0-0",
+            delivered=_text(group["last-delivered-id"]) or "0-0",
+            pending=int(group["pending"]),
+            undelivered=None if group.get("lag") is None else int(group["lag"]),
+            readers=int(group["consumers"]),
+        )
+
+    async def tick_stream_readers(self) -> dict[str, int]:
+        """The group's consumers and how many entries each holds unacknowledged."""
+        try:
+            readers = await self._redis().xinfo_consumers(self.ticks_key, TICK_GROUP)
+        except _UNREACHABLE as exc:
+            raise self._unavailable(exc) from exc
+        except ResponseError as exc:
+            raise _group_error(exc) from exc
+        return {_text(r["name"]) or "": int(r["pending"]) for r in readers}
 
     async def latest(self) -> dict[str, Publication]:
         """The last committed value per index code (unreadable entries are logged and left out)."""
@@ -541,6 +633,13 @@ class RedisStore:
             log.error("skipping malformed message on %s: %s", self.channel, exc)
             return
         self._fanout.publish([publication])
+
+
+def _group_error(error: ResponseError) -> Exception:
+    """NOGROUP (the stream or its group deleted) as StreamGroupMissing; other errors as they are."""
+    if any(sign in str(error) for sign in ("NOGROUP", "no such key", "no longer exists")):
+        return StreamGroupMissing(str(error))
+    return error
 
 
 async def _close_quietly(pubsub: PubSub) -> None:
