@@ -1,8 +1,8 @@
 """Bank of Russia daily rates: read USD/RUB from XML_daily.asp and poll it for new rates.
 
 Three layers, each usable alone: `parse_daily` turns the XML body (windows-1251, decimal comma)
-into a `CbrUsdRate` with no I/O; `fetch_daily` is one blocking HTTP GET (standard library only,
-run in a worker thread: a request every few minutes needs no async HTTP client); `CbrPoller`
+into a `CbrUsdRate` with no I/O; `fetch_daily` is one blocking HTTP GET (httpx, as the ISS
+poller; run in a worker thread: a request every few minutes needs no connection kept); `CbrPoller`
 polls at an interval, backs off on errors, turns each new rate into the `FxStep` the CBR rule
 gives it (`CbrRule.step_for_publication`, published at the moment of receipt) and hands it to a
 callback such as `Engine.add_fx`."""
@@ -10,13 +10,10 @@ callback such as `Engine.add_fx`."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import inspect
 import logging
 import math
 import re
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ElementTree
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +23,8 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from streaming.errors import ConfigError, FieldError
 from streaming.methodology.fx import CbrRule, FxRejected, FxStep
@@ -145,26 +144,28 @@ def daily_url(base_url: str, date_req: date | None = None) -> str:
 
 def fetch_daily(url: str, timeout: float, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     """GET url and return the body of a 200 answer; CbrFeedError("http"|"body", ...) otherwise."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    body = bytearray()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            if response.status != 200:
-                raise CbrFeedError("http", f"{url} answered {response.status} {response.reason}")
-            body: bytes = response.read(max_bytes + 1)
-    except urllib.error.HTTPError as error:
-        error.close()
-        raise CbrFeedError("http", f"{url} answered {error.code} {error.reason}") from None
-    except urllib.error.URLError as error:
-        if isinstance(error.reason, TimeoutError):
-            raise CbrFeedError("http", f"{url} gave no answer within {timeout:g} s") from None
-        raise CbrFeedError("http", f"{url} unreachable: {error.reason}") from None
-    except TimeoutError:
+        with httpx.stream(
+            "GET",
+            url,
+            headers={"User-Agent": USER_AGENT},
+            timeout=timeout,
+            follow_redirects=True,
+        ) as response:
+            if response.status_code != 200:
+                raise CbrFeedError(
+                    "http", f"{url} answered {response.status_code} {response.reason_phrase}"
+                )
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise CbrFeedError("body", f"larger than {max_bytes} bytes")
+    except httpx.TimeoutException:
         raise CbrFeedError("http", f"{url} gave no answer within {timeout:g} s") from None
-    except (http.client.HTTPException, OSError) as error:
-        raise CbrFeedError("http", f"{url}: connection failed: {error!r}") from None
-    if len(body) > max_bytes:
-        raise CbrFeedError("body", f"larger than {max_bytes} bytes")
-    return body
+    except httpx.HTTPError as error:
+        raise CbrFeedError("http", f"{url} unreachable: {error!r}") from None
+    return bytes(body)
 
 
 # --- polling ----------------------------------------------------------------------------
