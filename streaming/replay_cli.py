@@ -224,11 +224,7 @@ async def _paced(
     stepped = SteppedClock(clock())
     engine.clock = stepped
     grid = settled if engine.last_grid is None else max(settled, engine.last_grid + engine.cadence)
-    until = end_of_day(engine, settled)
-    while grid <= until:
-        stepped.set(grid)
-        await engine.publish(grid)
-        grid += engine.cadence
+    await replay_on_grid(engine, ticks[:0], stepped, until=end_of_day(engine, settled), start=grid)
 
 
 async def replay(args: argparse.Namespace, stream: TextIO) -> ReplaySummary:

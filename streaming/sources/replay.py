@@ -314,21 +314,24 @@ async def replay_on_grid(
     clock: SteppedClock,
     until: float | None = None,
     progress: Callable[[int], None] | None = None,
+    start: float | None = None,
 ) -> GridReplay:
     """Replay ticks as fast as possible on recorded time: the engine's clock (`clock`) steps
     from grid instant to grid instant; before each one the ticks recorded up to it are applied,
-    then the engine publishes it. Runs to `until` (epoch seconds; default: the end of the
-    exchange local day of the last tick) so the day's close is published too. `progress` is
-    told how many ticks have been handed to the engine after each batch."""
-    if not len(ticks):
+    then the engine publishes it. Starts at grid instant `start` (default: the one after the
+    first tick; with no ticks, `start` is needed) and runs to `until` (epoch seconds; default:
+    the end of the exchange local day of the last tick) so the day's close is published too.
+    `progress` is told how many ticks have been handed to the engine after each batch."""
+    if not len(ticks) and start is None:
         return GridReplay(0, 0, 0)
     cadence = engine.cadence
     due = np.maximum.accumulate(ticks.epochs)
-    first, last = float(ticks.epochs[0]), float(due[-1])
+    first = float(ticks.epochs[0]) if len(ticks) else float(start or 0)
+    last = float(due[-1]) if len(ticks) else first
     if until is None:
         until = end_of_day(engine, last)
     clock.set(first)
-    grid = next_grid_instant(first, cadence)
+    grid = next_grid_instant(first, cadence) if start is None else start
     applied = publications = steps = done = 0
     while grid <= until:
         end = int(np.searchsorted(due, grid, side="right"))
