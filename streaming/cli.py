@@ -1,4 +1,5 @@
-"""The `index-ticker` command: compute an index from files, or serve it live."""
+"""The `index-ticker` command: compute an index from files, serve it live, run its engine or
+API alone, show the effective settings."""
 
 from __future__ import annotations
 
@@ -83,23 +84,65 @@ def run_compute(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_service(args: argparse.Namespace) -> int:
-    """`serve` (engine + API) or `api` (the API alone): settings file, then flags over it."""
-    from streaming.serve import serve
-    from streaming.settings import Settings, load_settings_file
+# Flag (argparse dest) of each settings key a service command may have; a flag not given (None)
+# leaves the key to the environment, the file or the default.
+FLAGS = {
+    "host": "host", "port": "port", "redis_url": "redis_url", "feed": "feed",
+    "cadence": "cadence", "session": "session", "definition": "definition",
+    "fx_rate": "fx", "seed": "seed", "replay_speed": "replay_speed",
+    "namespace": "namespace", "log_level": "log_level", "log_format": "log_format",
+    "ops_host": "ops_host", "ops_port": "ops_port",
+}  # fmt: skip
 
-    settings = load_settings_file(args.config) if args.config else Settings()
-    # Flags the command has; a flag not given (None) leaves the file's or default value.
-    flags = {
-        "host": "host", "port": "port", "redis_url": "redis_url", "feed": "feed",
-        "cadence": "cadence", "session": "session", "definition": "definition",
-        "fx_rate": "fx", "seed": "seed", "replay_speed": "replay_speed",
-        "namespace": "namespace", "log_level": "log_level",
-    }  # fmt: skip
-    overrides = {key: getattr(args, flag, None) for key, flag in flags.items()}
-    overrides["ingest_stream"] = True if getattr(args, "ingest_stream", False) else None
-    overrides["leader_lease"] = True if getattr(args, "standby", False) else None
-    serve(settings.with_overrides(**overrides), api_only=args.command == "api")
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings keys this command's flags give (None: not given)."""
+    flags = {key: getattr(args, flag, None) for key, flag in FLAGS.items()}
+    flags["ingest_stream"] = True if getattr(args, "ingest_stream", False) else None
+    flags["leader_lease"] = True if getattr(args, "standby", False) else None
+    return flags
+
+
+def run_service(args: argparse.Namespace) -> int:
+    """`serve` (engine + API), `api` (the API alone) or `engine` (the engine alone)."""
+    from streaming.serve import engine_settings, run_engine, serve
+    from streaming.settings import effective_settings
+
+    effective = effective_settings(args.config, flag_values(args))
+    if args.command == "engine":
+        run_engine(engine_settings(effective))
+    else:
+        serve(effective.settings, api_only=args.command == "api")
+    return 0
+
+
+def run_settings(args: argparse.Namespace) -> int:
+    """Print the effective settings, each with where its value came from; never a secret."""
+    from streaming.settings import display_value, effective_settings, env_name, secrets_given
+
+    effective = effective_settings(args.config)
+    keys = list(effective.sources)
+    if args.json:
+        document = {
+            "config": effective.config,
+            "settings": {
+                key: {"value": getattr(effective.settings, key), "source": effective.sources[key]}
+                for key in keys
+            },
+            "secrets": secrets_given(),
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    print(f"# settings file: {effective.config or '(none)'}")
+    rows = [("key", "value", "source", "variable")]
+    for key in keys:
+        value = display_value(getattr(effective.settings, key))
+        rows.append((key, value, effective.sources[key], env_name(key)))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for key, value, source, variable in rows:
+        print(f"{key:{widths[0]}}  {value:{widths[1]}}  {source:{widths[2]}}  {variable}")
+    given = ", ".join(f"{name} {state}" for name, state in secrets_given().items())
+    print(f"# secrets (values never shown): {given}")
     return 0
 
 
@@ -116,6 +159,65 @@ def run_delegated(name: str, argv: list[str]) -> int:
     module = importlib.import_module(DELEGATED[name][0])
     code: int = module.main(argv)
     return code
+
+
+def add_listen_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """What an engine computes and from which ticks: the same for serve and engine."""
+    parser.add_argument(
+        "--feed",
+        help="tick source: simulator (default), none (ingest only), iss (the MOEX ISS poller) "
+        "or replay:PATH (CSV/JSONL)",
+    )
+    parser.add_argument(
+        "--replay-speed",
+        type=float,
+        help="with replay: N = recorded time at N× (the engine's clock runs from the file's first "
+        "tick, so the grid and the session are the recorded day's; default 1); 0 = flat out",
+    )
+    parser.add_argument(
+        "--namespace",
+        help="Redis key prefix (default index-ticker): a replay goes into a namespace of its own",
+    )
+    parser.add_argument(
+        "--cadence",
+        type=int,
+        help="seconds between publications, 1..3600 dividing an hour (default 15)",
+    )
+    parser.add_argument(
+        "--session",
+        choices=["always", "moex"],
+        help="always: publish around the clock (default); moex: only 10:00-18:50 Moscow time "
+        "on weekdays (hours from the definition)",
+    )
+    parser.add_argument(
+        "--definition",
+        help="index definition or family TOML (default: the shipped family: IMOEX, RTSI, "
+        "MOEXBC, MOEX10, MOEXOG, BANKS)",
+    )
+    parser.add_argument(
+        "--fx", type=positive_number, help="USD/RUB rate for RTSI (default: definition's)"
+    )
+    parser.add_argument("--seed", type=int, help="simulator seed (default 1)")
+
+
+def add_process_options(parser: argparse.ArgumentParser) -> None:
+    """Logging and the settings file: every service command has them."""
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="log level"
+    )
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines: text (default) or json"
+    )
+    parser.add_argument(
+        "--config",
+        help="settings TOML file (default: INDEX_TICKER_CONFIG); INDEX_TICKER_<KEY> variables "
+        "override it and flags given here override both",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,27 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the engine, the API and the dashboard in one process",
         description=(
             "Run engine + REST/WebSocket API + dashboard. With no options: in-memory state, the "
-            "simulator feed, http://127.0.0.1:8000, publishing around the clock."
+            "simulator feed, http://127.0.0.1:8000, publishing around the clock. Every setting "
+            "also comes from INDEX_TICKER_<KEY> variables (docs/operations.md)."
         ),
     )
-    s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    add_listen_options(s)
     s.add_argument(
         "--redis-url",
         help="keep state, history and fan-out in Redis (e.g. redis://127.0.0.1:6379/0); "
         "default: in memory",
     )
-    s.add_argument(
-        "--feed",
-        help="tick source: simulator (default), none (ingest only), iss (the MOEX ISS poller) "
-        "or replay:PATH (CSV/JSONL)",
-    )
-    s.add_argument(
-        "--replay-speed",
-        type=float,
-        help="with replay: N = recorded time at N× (the engine's clock runs from the file's first "
-        "tick, so the grid and the session are the recorded day's; default 1); 0 = flat out",
-    )
+    add_engine_options(s)
     s.add_argument(
         "--ingest-stream",
         action="store_true",
@@ -185,50 +277,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --redis-url: take part in leader election; run two or more such processes and "
         "the lease holder publishes while the others stand by and take over",
     )
-    s.add_argument(
-        "--namespace",
-        help="Redis key prefix (default index-ticker): a replay goes into a namespace of its own",
+    add_process_options(s)
+
+    e = commands.add_parser(
+        "engine",
+        help="run the calculation and publication alone, with an operations port",
+        description=(
+            "The engine alone: ticks from its feed and from the durable Redis ingest stream, "
+            "values committed to Redis and published there for `index-ticker api` processes. "
+            "Redis is required; the ingest stream and the leader lease are always on, so a "
+            "second engine stands by and takes over. /healthz and /readyz on the operations "
+            "port (default 127.0.0.1:9108); SIGTERM gives the lease up at once."
+        ),
     )
-    s.add_argument(
-        "--cadence",
-        type=int,
-        help="seconds between publications, 1..3600 dividing an hour (default 15)",
-    )
-    s.add_argument(
-        "--session",
-        choices=["always", "moex"],
-        help="always: publish around the clock (default); moex: only 10:00-18:50 Moscow time "
-        "on weekdays (hours from the definition)",
-    )
-    s.add_argument(
-        "--definition",
-        help="index definition or family TOML (default: the shipped family: IMOEX, RTSI, "
-        "MOEXBC, MOEX10, MOEXOG, BANKS)",
-    )
-    s.add_argument(
-        "--fx", type=positive_number, help="USD/RUB rate for RTSI (default: definition's)"
-    )
-    s.add_argument("--seed", type=int, help="simulator seed (default 1)")
-    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
-    s.add_argument("--config", help="settings TOML file; flags given here override it")
+    e.add_argument("--redis-url", help="Redis for state, ingest stream and lease (required)")
+    add_engine_options(e)
+    e.add_argument("--ops-host", help="operations port address (default 127.0.0.1)")
+    e.add_argument("--ops-port", type=int, help="operations port (default 9108)")
+    add_process_options(e)
 
     a = commands.add_parser(
         "api",
         help="run the REST/WebSocket API and the dashboard alone, from an engine's Redis",
         description=(
             "A stateless API process: values, history and the live fan-out come from Redis, "
-            "where an engine (`serve --redis-url ... --ingest-stream [--standby]`) commits "
-            "them; POST /v1/ticks appends to that engine's durable ingest stream. Run any "
-            "number of these behind a load balancer."
+            "where an engine (`index-ticker engine`, or `serve --redis-url ... --ingest-stream`) "
+            "commits them; POST /v1/ticks appends to that engine's durable ingest stream. Run "
+            "any number of these behind a load balancer."
         ),
     )
-    a.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    a.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    add_listen_options(a)
     a.add_argument("--redis-url", help="the engine's Redis (required), e.g. redis://host:6379/0")
     a.add_argument("--namespace", help="the engine's Redis key prefix (default index-ticker)")
     a.add_argument("--definition", help="the engine's index definition or family TOML")
-    a.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
-    a.add_argument("--config", help="settings TOML file; flags given here override it")
+    add_process_options(a)
+
+    t = commands.add_parser(
+        "settings",
+        help="print the effective settings and where each value came from",
+        description=(
+            "Defaults, then the settings file (--config, else INDEX_TICKER_CONFIG), then "
+            "INDEX_TICKER_<KEY> variables: each key's value and its source (default, file, env). "
+            "Secrets are not settings and are never shown, only whether they are set."
+        ),
+    )
+    t.add_argument("--config", help="settings TOML file")
+    t.add_argument("--json", action="store_true", help="one JSON document instead of a table")
 
     for name, (_, text) in DELEGATED.items():
         commands.add_parser(name, help=f"{text} (see {name} --help)", add_help=False)
@@ -244,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "compute":
             return run_compute(args)
+        if args.command == "settings":
+            return run_settings(args)
         return run_service(args)
     except IndexTickerError as error:
         print(f"index-ticker: error: {error}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Wire settings into a running service: definition, store, sources, engine, API, uvicorn."""
+"""Wire settings into a running process: definition, store, sources, engine, API or operations
+port, uvicorn."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -20,7 +21,15 @@ from streaming.leader import LeaderLease
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
 from streaming.methodology.fx import CbrRule
-from streaming.settings import Settings, admin_token, api_keys, ingest_token, iss_token
+from streaming.settings import (
+    EffectiveSettings,
+    Settings,
+    admin_token,
+    api_keys,
+    env_name,
+    ingest_token,
+    iss_token,
+)
 from streaming.sources import TickSource
 from streaming.sources.iss import IssSource
 from streaming.sources.replay import ReplaySource, first_tick_epoch
@@ -81,10 +90,8 @@ def make_clock(settings: Settings) -> tuple[Callable[[], float], float]:
     return time.time, 1.0
 
 
-def assemble(settings: Settings) -> Assembly:
-    """Build the family, store, sources and engine from settings."""
-    family = load_family(settings.definition or DEFAULT_FAMILY)
-    store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
+def make_engine(settings: Settings, family: Family, store: Store) -> Engine:
+    """The engine for these settings: sources, clock, session, lease, ingest stream, FX feed."""
     clock, rate = make_clock(settings)
     cadence = settings.cadence or family.cadence_seconds
     lease = (
@@ -113,6 +120,14 @@ def assemble(settings: Settings) -> Assembly:
             clock=engine.clock,
         )
         engine.sources = (*engine.sources, CbrSource(poller))
+    return engine
+
+
+def assemble(settings: Settings) -> Assembly:
+    """Build the family, store, sources and engine from settings."""
+    family = load_family(settings.definition or DEFAULT_FAMILY)
+    store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
+    engine = make_engine(settings, family, store)
     token, generated = ingest_token()
     return Assembly(family, store, engine, token, generated, admin_token())
 
@@ -123,7 +138,9 @@ def assemble_api(settings: Settings) -> Assembly:
     the durable ingest stream that engine reads."""
     if not settings.redis_url:
         raise ConfigError(
-            "redis_url", "an API-only process reads the engine's state from Redis: give --redis-url"
+            "redis_url",
+            "an API-only process reads the engine's state from Redis: give --redis-url or "
+            "INDEX_TICKER_REDIS_URL",
         )
     family = load_family(settings.definition or DEFAULT_FAMILY)
     store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
@@ -168,6 +185,15 @@ def make_services(settings: Settings, parts: Assembly) -> Services:
 SHUTDOWN_GRACE_SECONDS = 5
 
 
+def configure_logging(settings: Settings) -> None:
+    """The process's log level and line format, for every command that runs a service."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's settings: address, logging, the WebSocket protocol, keepalive and compression.
 
@@ -180,6 +206,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        # The client's address for per-address limits and logs, from the proxy's headers.
+        "proxy_headers": True,
+        "forwarded_allow_ips": list(settings.forwarded_allow_ips),
         # uvicorn formats an access-log line for every response even when the level hides it.
         "access_log": settings.log_level in ("debug", "info"),
         "ws": FeedProtocol,
@@ -198,11 +227,7 @@ def serve(settings: Settings, api_only: bool = False) -> None:
     interrupted."""
     from app.main import create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings)
     parts = assemble_api(settings) if api_only else assemble(settings)
     app = create_app(make_services(settings, parts))
     where = f"http://{settings.host}:{settings.port}"
@@ -229,3 +254,51 @@ def serve(settings: Settings, api_only: bool = False) -> None:
     # of the cyclic collector's full passes, which otherwise pause the grid for milliseconds.
     gc.freeze()
     uvicorn.run(app, **uvicorn_options(settings))
+
+
+def engine_settings(effective: EffectiveSettings) -> Settings:
+    """An engine process's settings: Redis required, the durable ingest stream and the leader
+    lease always on (set to false anywhere, they are refused rather than ignored)."""
+    settings = effective.settings
+    if not settings.redis_url:
+        raise ConfigError(
+            "redis_url",
+            "an engine keeps its state, the ingest stream and the leader lease in Redis: "
+            "give --redis-url or INDEX_TICKER_REDIS_URL",
+        )
+    for key in ("ingest_stream", "leader_lease"):
+        if effective.explicit(key) and not getattr(settings, key):
+            source = effective.sources[key]
+            raise ConfigError(
+                env_name(key) if source == "env" else key,
+                "is always on in an engine process: leave it unset",
+                effective.config if source == "file" else None,
+            )
+    return replace(settings, ingest_stream=True, leader_lease=True)
+
+
+def run_engine(settings: Settings) -> None:
+    """Run the calculation and publication alone, with the operations port, until SIGTERM or
+    SIGINT, which stop it at once and give the leader lease up for a standby to take."""
+    from app.ops import create_ops_app
+
+    configure_logging(settings)
+    family = load_family(settings.definition or DEFAULT_FAMILY)
+    store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
+    engine = make_engine(settings, family, store)
+    print(
+        f"index-ticker engine: {', '.join(family.codes)} every {engine.cadence} s, "
+        f"session {settings.session}, feed {settings.feed}, namespace {settings.namespace}; "
+        f"operations at http://{settings.ops_host}:{settings.ops_port} (/healthz, /readyz)",
+        file=sys.stderr,
+    )
+    gc.freeze()  # as in serve(): what exists now lives as long as the process
+    uvicorn.run(
+        create_ops_app(engine, store),
+        host=settings.ops_host,
+        port=settings.ops_port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",  # health checks every few seconds otherwise
+        lifespan="on",  # a store that does not open stops the process instead of being ignored
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )

@@ -1,14 +1,18 @@
-"""One typed settings object for the service: defaults, then a TOML file, then flags."""
+"""One typed settings object for the service: defaults, then a TOML file, then INDEX_TICKER_*
+environment variables, then flags."""
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import math
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from streaming.errors import ConfigError
 from streaming.methodology.definition import read_toml
@@ -19,6 +23,15 @@ TOKEN_ENV = "INDEX_TICKER_INGEST_TOKEN"
 ADMIN_TOKEN_ENV = "INDEX_TICKER_ADMIN_TOKEN"
 API_KEYS_ENV = "INDEX_TICKER_API_KEYS"
 ISS_TOKEN_ENV = "INDEX_TICKER_ISS_TOKEN"
+CONFIG_ENV = "INDEX_TICKER_CONFIG"  # the settings file, when --config is not given
+ENV_PREFIX = "INDEX_TICKER_"
+SECRET_ENVS = (TOKEN_ENV, ADMIN_TOKEN_ENV, API_KEYS_ENV, ISS_TOKEN_ENV)
+# The INDEX_TICKER_* variables that are not settings keys; any other one is a mistake.
+NON_SETTING_ENVS = frozenset({CONFIG_ENV, *SECRET_ENVS, *(f"{name}_FILE" for name in SECRET_ENVS)})
+TRUE_WORDS = ("true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 MIN_ISS_INTERVAL_SECONDS = 1.0  # ISS is a shared public service: no tighter polling
 SESSIONS = ("always", "moex")
 ORIGIN = re.compile(r"https?://[^/\s?#]+")
@@ -41,7 +54,13 @@ class Settings:
     fx_rate: float | None = None  # RUB per USD; None: the definition's
     history_limit: int = DEFAULT_HISTORY_LIMIT
     max_body_bytes: int = 4 * 1024 * 1024
-    log_level: str = "info"
+    log_level: str = "info"  # debug | info | warning | error | critical
+    log_format: str = "text"  # text | json (one object per line)
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto the API believes: the reverse proxy.
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    # The engine process's operations port (/healthz, /readyz): `index-ticker engine` only.
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 9108
     # The WebSocket feed (docs/protocol.md).
     ws_ping_interval: float = 20.0  # protocol-level ping every this many seconds; 0: none
     ws_ping_timeout: float = 20.0  # no pong within this: the connection is dropped
@@ -73,8 +92,17 @@ class Settings:
     cbr_interval_seconds: float = 300.0  # between polls while it answers; errors back off
 
     def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ConfigError("port", f"must be 1..65535, got {self.port}")
+        for name in ("port", "ops_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise ConfigError(name, f"must be 1..65535, got {getattr(self, name)}")
+        if not self.namespace:
+            raise ConfigError("namespace", "must not be empty: it prefixes every Redis key")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError("log_level", f"must be one of {LOG_LEVELS}, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                "log_format", f"must be one of {LOG_FORMATS}, got {self.log_format!r}"
+            )
         if self.session not in SESSIONS:
             raise ConfigError("session", f"must be one of {SESSIONS}, got {self.session!r}")
         if self.feed not in ("simulator", "none", "iss") and not (
@@ -159,6 +187,11 @@ class Settings:
             raise ConfigError("ingest_rate_per_second", f"must be 0 or more, got {rate!r}")
         if self.ingest_burst < 1:
             raise ConfigError("ingest_burst", f"must be at least 1, got {self.ingest_burst}")
+        for peer in self.forwarded_allow_ips:
+            if not isinstance(peer, str) or not (peer == "*" or _is_network(peer)):
+                raise ConfigError(
+                    "forwarded_allow_ips", f"{peer!r}: must be '*', an IP address or a network"
+                )
         for origin in self.cors_origins:
             # A browser sends scheme://host[:port] and nothing else: anything more never matches.
             if not isinstance(origin, str) or not (origin == "*" or ORIGIN.fullmatch(origin)):
@@ -174,6 +207,14 @@ class Settings:
 
 def _field_types() -> dict[str, str]:
     return {f.name: str(f.type) for f in fields(Settings)}
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_polled_origin(
@@ -194,8 +235,9 @@ def _check_polled_origin(
         )
 
 
-def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Settings:
-    """Read a TOML settings file; unknown keys and wrong types are errors naming the key."""
+def read_settings_file(path: str | Path) -> dict[str, Any]:
+    """The keys a TOML settings file sets, type-checked (a relative `definition` is taken from
+    the file's directory); unknown keys and wrong types are errors naming the key and the file."""
     file = Path(path)
     data = read_toml(file, "config")
     types = _field_types()
@@ -223,10 +265,149 @@ def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Se
             values[key] = float(value) if "float" in kind else value
     if isinstance(values.get("definition"), str) and not Path(values["definition"]).is_absolute():
         values["definition"] = str((file.resolve().parent / values["definition"]).resolve())
+    return values
+
+
+def load_settings_file(path: str | Path, defaults: Settings | None = None) -> Settings:
+    """Read a TOML settings file; unknown keys and wrong types are errors naming the key."""
+    values = read_settings_file(path)
     try:
         return replace(defaults or Settings(), **values)
     except ConfigError as error:
-        raise ConfigError(error.key, error.reason, str(file)) from None
+        raise ConfigError(error.key, error.reason, str(path)) from None
+
+
+# --- the environment --------------------------------------------------------------------------
+
+Source = Literal["default", "file", "env", "flag"]
+
+
+def env_name(key: str) -> str:
+    """The environment variable of a settings key: INDEX_TICKER_<KEY in upper case>."""
+    return ENV_PREFIX + key.upper()
+
+
+def parse_env_value(key: str, text: str) -> Any:
+    """A settings value from its variable's text, by the key's type: bool true/false/1/0/yes/no,
+    lists comma-separated; empty is None for an optional key, () for a list, else an error."""
+    name = env_name(key)
+    kind = _field_types()[key]
+    optional = kind.endswith(" | None")
+    base = kind.removesuffix(" | None")
+    value = text.strip()
+    if base.startswith("tuple"):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    if not value:
+        if optional:
+            return None
+        raise ConfigError(name, "is empty: give a value or unset the variable")
+    if base == "bool":
+        if value.lower() in TRUE_WORDS:
+            return True
+        if value.lower() in FALSE_WORDS:
+            return False
+        raise ConfigError(name, f"must be true, false, 1, 0, yes or no, got {text!r}")
+    if base in ("int", "float"):
+        try:
+            number = int(value) if base == "int" else float(value)
+        except ValueError:
+            word = "a whole number" if base == "int" else "a number"
+            raise ConfigError(name, f"must be {word}, got {text!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(name, f"must be a finite number, got {text!r}")
+        return number
+    if base != "str":
+        raise ConfigError(name, f"cannot be set from the environment (type {kind})")
+    return value
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings keys given as INDEX_TICKER_<KEY> variables; any other INDEX_TICKER_*
+    variable that is not a secret or INDEX_TICKER_CONFIG is an error naming it."""
+    keys = {env_name(key): key for key in _field_types()}
+    values: dict[str, Any] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in NON_SETTING_ENVS:
+            continue
+        key = keys.get(name)
+        if key is None:
+            close = difflib.get_close_matches(name, [*keys, *NON_SETTING_ENVS], n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(name, f"unknown variable: not a settings key or a secret{hint}")
+        values[key] = parse_env_value(key, environ[name])
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveSettings:
+    """The settings a command runs with and where each key's value came from."""
+
+    settings: Settings
+    sources: Mapping[str, Source]  # every key: default, file, env or flag
+    config: str | None  # the settings file read, if any
+
+    def explicit(self, key: str) -> bool:
+        """Whether the key was set anywhere rather than left at its default."""
+        return self.sources[key] != "default"
+
+
+def effective_settings(
+    config: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> EffectiveSettings:
+    """Defaults, then the TOML file (`config`, else INDEX_TICKER_CONFIG), then INDEX_TICKER_<KEY>
+    variables, then flags (None: not given); a bad value is an error naming its file, variable
+    or key."""
+    environ = os.environ if environ is None else environ
+    from_env = settings_from_environment(environ)
+    path = config or environ.get(CONFIG_ENV, "").strip() or None
+    layers: list[tuple[Source, dict[str, Any]]] = [
+        ("file", read_settings_file(path) if path else {}),
+        ("env", from_env),
+        ("flag", {key: value for key, value in (flags or {}).items() if value is not None}),
+    ]
+    values: dict[str, Any] = {}
+    given: dict[str, Source] = {}
+    for source, layer in layers:
+        values.update(layer)
+        given.update(dict.fromkeys(layer, source))
+    try:
+        settings = Settings(**values)
+    except ConfigError as error:
+        blamed = given.get(error.key)
+        if blamed == "file":
+            raise ConfigError(error.key, error.reason, path) from None
+        if blamed == "env":
+            raise ConfigError(env_name(error.key), error.reason) from None
+        raise
+    sources = {f.name: given.get(f.name, "default") for f in fields(Settings)}
+    return EffectiveSettings(settings, sources, path)
+
+
+def display_value(value: Any) -> str:
+    """A settings value as an operator writes it: lists comma-separated, (none) for unset."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value) if value else "(empty)"
+    return str(value)
+
+
+def secrets_given(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Per secret variable: 'set', 'file' (its _FILE variant) or 'not set'; never the value."""
+    environ = os.environ if environ is None else environ
+    given: dict[str, str] = {}
+    for name in SECRET_ENVS:
+        if environ.get(name, "").strip():
+            given[name] = "set"
+        elif environ.get(f"{name}_FILE", "").strip():
+            given[name] = "file"
+        else:
+            given[name] = "not set"
+    return given
 
 
 def secret(name: str) -> str | None:

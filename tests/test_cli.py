@@ -112,7 +112,18 @@ def test_negative_divisor_is_refused_by_the_parser(base_file: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["compute"], ["serve"], ["fit-base"], ["weights"], ["admin"]]
+    "command",
+    [
+        [],
+        ["compute"],
+        ["serve"],
+        ["engine"],
+        ["api"],
+        ["settings"],
+        ["fit-base"],
+        ["weights"],
+        ["admin"],
+    ],
 )
 def test_help_runs(command: list[str]) -> None:
     done = run(*command, "--help")
