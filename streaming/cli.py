@@ -89,7 +89,7 @@ def run_compute(args: argparse.Namespace) -> int:
 FLAGS = {
     "host": "host", "port": "port", "redis_url": "redis_url", "feed": "feed",
     "cadence": "cadence", "session": "session", "definition": "definition",
-    "fx_rate": "fx", "seed": "seed", "replay_speed": "replay_speed",
+    "fx_rate": "fx", "seed": "seed", "replay_speed": "replay_speed", "replay_date": "replay_date",
     "namespace": "namespace", "log_level": "log_level", "log_format": "log_format",
     "ops_host": "ops_host", "ops_port": "ops_port",
 }  # fmt: skip
@@ -178,6 +178,11 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="with replay: N = recorded time at N× (the engine's clock runs from the file's first "
         "tick, so the grid and the session are the recorded day's; default 1); 0 = flat out",
+    )
+    parser.add_argument(
+        "--replay-date",
+        help="with replay of a MOEX trades file without a TRADEDATE column: its trading day, "
+        "YYYY-MM-DD (TRADETIME is Moscow time on that day)",
     )
     parser.add_argument(
         "--namespace",

@@ -77,13 +77,26 @@ def make_sources(
             )
         ]
     path = settings.feed.removeprefix("replay:")
-    return [ReplaySource(path, frozenset(universe.secids), settings.replay_speed, clock)]
+    return [
+        ReplaySource(
+            path,
+            frozenset(universe.secids),
+            settings.replay_speed,
+            clock,
+            trade_date=settings.trade_date(),
+            utc_offset=family.session.utc_offset,
+        )
+    ]
 
 
-def make_clock(settings: Settings) -> tuple[Callable[[], float], float]:
+def make_clock(settings: Settings, family: Family) -> tuple[Callable[[], float], float]:
     """The wall clock, or for a paced replay the recorded time from its first tick at N×."""
     if settings.feed.startswith("replay:") and settings.replay_speed > 0:
-        start = first_tick_epoch(settings.feed.removeprefix("replay:"))
+        start = first_tick_epoch(
+            settings.feed.removeprefix("replay:"),
+            trade_date=settings.trade_date(),
+            utc_offset=family.session.utc_offset,
+        )
         if start is not None:
             clock = ReplayClock(start, settings.replay_speed)
             return clock, clock.rate
@@ -92,7 +105,7 @@ def make_clock(settings: Settings) -> tuple[Callable[[], float], float]:
 
 def make_engine(settings: Settings, family: Family, store: Store) -> Engine:
     """The engine for these settings: sources, clock, session, lease, ingest stream, FX feed."""
-    clock, rate = make_clock(settings)
+    clock, rate = make_clock(settings, family)
     cadence = settings.cadence or family.cadence_seconds
     lease = (
         LeaderLease(store, settings.lease_seconds or max(1.0, cadence / 2))

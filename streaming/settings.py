@@ -11,6 +11,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,7 @@ class Settings:
     namespace: str = "index-ticker"  # Redis key prefix
     feed: str = "simulator"  # simulator | none | iss | replay:PATH
     replay_speed: float = 1.0  # 1 = recorded pace, 0 = as fast as possible
+    replay_date: str | None = None  # YYYY-MM-DD of a MOEX trades file without TRADEDATE
     seed: int = 1  # simulator seed
     cadence: int | None = None  # None: the definition's cadence_seconds
     session: str = "always"  # always | moex
@@ -115,6 +117,13 @@ class Settings:
             validate_cadence(self.cadence)
         if self.fx_rate is not None and not (math.isfinite(self.fx_rate) and self.fx_rate > 0):
             raise ConfigError("fx_rate", f"must be positive, got {self.fx_rate!r}")
+        if self.replay_date is not None:
+            try:
+                date.fromisoformat(self.replay_date)
+            except ValueError:
+                raise ConfigError(
+                    "replay_date", f"must be a date YYYY-MM-DD, got {self.replay_date!r}"
+                ) from None
         if not math.isfinite(self.replay_speed) or self.replay_speed < 0:
             raise ConfigError("replay_speed", f"must be 0 or more, got {self.replay_speed!r}")
         if self.history_limit < 1:
@@ -198,6 +207,10 @@ class Settings:
                 raise ConfigError(
                     "cors_origins", f"{origin!r}: must be '*' or scheme://host[:port], no path"
                 )
+
+    def trade_date(self) -> date | None:
+        """replay_date as a date (the trading day of a MOEX trades file's TRADETIME rows)."""
+        return None if self.replay_date is None else date.fromisoformat(self.replay_date)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given keys replaced; None means 'not given' and keeps the value."""

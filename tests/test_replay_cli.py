@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from streaming import cli
+from streaming.errors import ConfigError
 from streaming.methodology.definition import load_definition
 from streaming.methodology.family import FamilyCalculator, Group
 from streaming.replay_cli import Progress, main
@@ -211,3 +212,23 @@ def test_missing_file_and_bad_settings_are_clear_errors(
     with pytest.raises(SystemExit):
         main([str(DATA / "ticks.csv"), "--speed", "-2"])
     assert "--speed" in capsys.readouterr().err
+
+
+def test_serve_takes_the_trading_day_of_a_trades_file_without_tradedate(tmp_path: Path) -> None:
+    from streaming.methodology.definition import load_family
+    from streaming.serve import make_clock, make_sources
+    from streaming.settings import Settings
+
+    trades = tmp_path / "trades.csv"
+    trades.write_text("SECID,TRADETIME,PRICE,QUANTITY\nSBER,10:00:01,250.5,10\n", encoding="utf-8")
+    family = load_family()
+    settings = Settings(feed=f"replay:{trades}", replay_speed=0, replay_date="2026-11-20")
+    (source,) = make_sources(settings, family)
+    ticks = source.read()  # type: ignore[attr-defined]
+    assert [(t.secid, t.time.isoformat()) for t in ticks] == [
+        ("SBER", "2026-11-20T07:00:01+00:00")  # 10:00:01 Moscow time
+    ]
+    clock, _ = make_clock(settings.with_overrides(replay_speed=2.0), family)
+    assert abs(clock() - ticks[0].time.timestamp()) < 5
+    with pytest.raises(ConfigError, match="replay_date: must be a date YYYY-MM-DD"):
+        Settings(replay_date="20.11.2026")
