@@ -231,6 +231,16 @@ class Broadcaster:
         """How many connections are subscribed to anything."""
         return sum(1 for client in self._clients if client.subscriptions())
 
+    def counts(self) -> dict[str, Any]:
+        """Open connections, and subscribers per code of the index and constituents channels
+        and of the live channel, without a pass over the connections (for metrics)."""
+        return {
+            "connections": len(self._clients),
+            "index": {code: len(members) for code, members in self._index.items()},
+            "constituents": {code: len(members) for code, members in self._constituents.items()},
+            "live": len(self._live),
+        }
+
     def last_seq(self) -> dict[str, int]:
         """The last seq dispatched per index code."""
         return dict(self._seq)

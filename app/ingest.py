@@ -12,6 +12,7 @@ from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from app import metrics
 from app.auth import check_bearer
 from app.errors import ApiError
 from app.models import IngestResult, error_responses
@@ -148,6 +149,21 @@ async def post_ticks(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
     """Apply a batch of trade prices; bad ticks are refused one by one, good ones still apply."""
+    try:
+        answer = await _ingest(request, services, authorization)
+    except ApiError as error:
+        metrics.count_ingest_request(error.status_code)
+        raise
+    except Exception:
+        metrics.count_ingest_request(500)
+        raise
+    metrics.count_ingest_request(200)
+    return answer
+
+
+async def _ingest(
+    request: Request, services: Services, authorization: str | None
+) -> dict[str, Any]:
     check_bearer(authorization, services.ingest_token)
     services.ingest_limit.enforce(services.ingest_token)
     engine = services.engine
@@ -169,6 +185,7 @@ async def post_ticks(
                 await services.store.append_ticks(ticks)
             except StoreUnavailable as error:
                 raise ApiError(503, f"ticks not accepted: {error}") from None
+        metrics.count_ingest(len(ticks), rejections)
         return {
             "accepted": len(ticks),
             "rejected": [r.as_dict() for r in rejections],
@@ -178,6 +195,7 @@ async def post_ticks(
         }
     assert engine is not None
     report = engine.submit_report(ticks)
+    metrics.count_ingest(len(ticks), rejections)
     # The engine numbers the valid ticks it was given; the client knows its own body positions.
     positions = body_positions(len(ticks) + len(rejections), rejections)
     return {

@@ -20,8 +20,10 @@ from app import admin, fx, history, ingest, redaction, rest, ws
 from app.broadcast import Broadcaster
 from app.collector import Collector
 from app.errors import install_error_handlers
+from app.metrics import render_metrics
 from app.models import error_responses
 from app.services import Services, services_of
+from streaming.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 __all__ = ["STATIC_DIR", "Services", "create_app"]
 
@@ -115,6 +117,8 @@ def create_app(services: Services) -> FastAPI:
         tags=["health"],
         responses=error_responses((503, "the state store does not answer")),
     )
+    # An operations endpoint, described in docs/metrics.md rather than in the API's document.
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_api_route("/", dashboard, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     return app
@@ -147,6 +151,18 @@ async def readyz(request: Request) -> JSONResponse:
         body = {"detail": f"state store {services.store.name!r} does not answer", **body}
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process, text exposition format 0.0.4 (docs/metrics.md)."""
+    services = services_of(request)
+    body = await render_metrics(
+        engine=services.engine,
+        store=services.store,
+        broadcaster=request.app.state.broadcaster,
+        access=services.access,
+    )
+    return Response(body, media_type=METRICS_CONTENT_TYPE)
 
 
 async def dashboard() -> Response:

@@ -1,4 +1,4 @@
-"""The operations port of an engine process: liveness and readiness, no public API."""
+"""The operations port of an engine process: liveness, readiness and metrics, no public API."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from typing import Any
 from fastapi.encoders import jsonable_encoder
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app import redaction
+from app.metrics import render_metrics
 from streaming.engine import Engine
+from streaming.metrics import CONTENT_TYPE
 from streaming.store.base import Store
 
 STORE_PING_TIMEOUT_SECONDS = 2.0
@@ -59,6 +62,16 @@ def create_ops_app(engine: Engine, store: Store) -> Starlette:
             {"detail": f"state store {store.name!r} does not answer", **body}, status_code=503
         )
 
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics of this engine process (docs/metrics.md)."""
+        return Response(await render_metrics(engine=engine, store=store), media_type=CONTENT_TYPE)
+
+    redaction.install()  # as the API process: nothing secret in the server's logs
     return Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz)], lifespan=lifespan
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
     )

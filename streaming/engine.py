@@ -45,6 +45,7 @@ from streaming.methodology.schedule import (
     validate_cadence,
 )
 from streaming.methodology.timetable import AroundTheClock, Timetable
+from streaming.metrics import ENGINE_REGISTRY
 from streaming.publication import PUBLISHED_DECIMALS, EngineState, Publication
 from streaming.rebasing import Rebasing
 from streaming.sources import TickSource
@@ -60,6 +61,22 @@ SMALL_BATCH = 16
 FX = -2  # line position of the FX instrument's ticks in a columnar batch
 UNKNOWN = -1  # line position of a secid no index holds
 LAG_WINDOW = 10_000  # publication lags kept for status
+
+# Process-wide histograms for /metrics (one engine per process; docs/metrics.md).
+PUBLISH_SECONDS = ENGINE_REGISTRY.histogram(
+    "index_ticker_engine_publish_seconds",
+    "Wall seconds one publication took, re-sum to commit.",
+)
+PUBLICATION_LAG_SECONDS = ENGINE_REGISTRY.histogram(
+    "index_ticker_engine_publication_lag_seconds",
+    "Seconds from a grid instant to its committed publication.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+COMMIT_SECONDS = ENGINE_REGISTRY.histogram(
+    "index_ticker_engine_commit_seconds",
+    "Seconds one commit to the store took, by outcome (ok, failed, lease_lost).",
+    ("outcome",),
+)
 WAKE_EARLY_SECONDS = 0.002  # the grid loop's timer fires this early, then spins to the instant
 
 
@@ -427,15 +444,19 @@ class Engine(Rebasing):
         lease = None if self.lease is None else self.lease.lease
         if self.lease is not None and lease is None:
             return []  # the lease went while this grid instant was being built
+        committing = time.perf_counter()
         try:
             await self.store.commit(state, [*self.backlog, *publications], lease)
             self.backlog.clear()
+            COMMIT_SECONDS.labels("ok").observe(time.perf_counter() - committing)
         except LeaseLost:
+            COMMIT_SECONDS.labels("lease_lost").observe(time.perf_counter() - committing)
             log.warning("publication at %s refused: another engine leads", iso_utc(moment))
             if self.lease is not None:
                 self.lease.lost()
             return []
         except Exception:
+            COMMIT_SECONDS.labels("failed").observe(time.perf_counter() - committing)
             # The store is away: subscribers of this process still get the value, and the
             # history catches up with the backlog at the first commit that goes through.
             self.stats.commit_failures += 1
@@ -449,7 +470,10 @@ class Engine(Rebasing):
         self.last_grid = grid_epoch
         self.stats.publications += 1
         self.stats.last_publish_seconds = time.perf_counter() - started
-        self.stats.lag.append((self.clock() - grid_epoch) / self.clock_rate)
+        lag = (self.clock() - grid_epoch) / self.clock_rate
+        self.stats.lag.append(lag)
+        PUBLISH_SECONDS.observe(self.stats.last_publish_seconds)
+        PUBLICATION_LAG_SECONDS.observe(lag)
         return publications
 
     def _status(self, kind: PublicationKind, epoch: float) -> str:

@@ -18,6 +18,7 @@ from streaming.clock import ReplayClock
 from streaming.engine import Engine
 from streaming.errors import ConfigError
 from streaming.leader import LeaderLease
+from streaming.logs import configure_logging as install_logging
 from streaming.methodology.calculator import Calculator
 from streaming.methodology.definition import DEFAULT_FAMILY, Family, load_family
 from streaming.methodology.fx import CbrRule
@@ -199,12 +200,9 @@ SHUTDOWN_GRACE_SECONDS = 5
 
 
 def configure_logging(settings: Settings) -> None:
-    """The process's log level and line format, for every command that runs a service."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """The process's log level and line format (text, or one JSON object per line), for every
+    command that runs a service; uvicorn then runs with log_config=None and logs through it."""
+    install_logging(settings.log_level, settings.log_format)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -219,6 +217,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        "log_config": None,  # configure_logging's handler, text or JSON
         # The client's address for per-address limits and logs, from the proxy's headers.
         "proxy_headers": True,
         "forwarded_allow_ips": list(settings.forwarded_allow_ips),
@@ -311,6 +310,7 @@ def run_engine(settings: Settings) -> None:
         host=settings.ops_host,
         port=settings.ops_port,
         log_level=settings.log_level,
+        log_config=None,  # configure_logging's handler, text or JSON
         access_log=settings.log_level == "debug",  # health checks every few seconds otherwise
         lifespan="on",  # a store that does not open stops the process instead of being ignored
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,

@@ -26,6 +26,7 @@ from collections.abc import Callable, Container
 from datetime import datetime
 
 from streaming.errors import StoreUnavailable, StreamGroupMissing
+from streaming.metrics import ENGINE_REGISTRY
 from streaming.sources import backoff_delay
 from streaming.store.base import Store
 from streaming.tick_stream import Fields, StreamLag, StreamReject, decode_entries, entry_key
@@ -39,6 +40,12 @@ LAG_INTERVAL = 1.0  # seconds between lag reports
 READERS_CHECK_INTERVAL = 2.0  # seconds between checks that no other engine reads
 RETRY_INTERVAL = 0.1  # seconds before the first retry after an error (doubling)
 RETRY_CAP = 5.0  # seconds: the longest wait between retries
+
+READ_ENTRIES = ENGINE_REGISTRY.histogram(
+    "index_ticker_stream_read_entries",
+    "Entries per read of the tick stream (an entry: one trade or a batch).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
 
 Apply = Callable[[TickColumns, str], object]  # (good ticks, last entry id) -> anything
 
@@ -138,6 +145,7 @@ class TickStreamReader:
 
     def _apply(self, entries: list[tuple[str, Fields]]) -> list[StreamReject]:
         last = entries[-1][0]
+        READ_ENTRIES.observe(len(entries))
         try:
             decoded = decode_entries(entries, self.known(), self.now())
             ticks = decoded.ticks()

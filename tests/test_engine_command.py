@@ -4,6 +4,7 @@ on, an operations port with liveness and readiness, and SIGTERM giving the lease
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -175,3 +176,59 @@ def test_readiness_follows_redis(tmp_path: Path) -> None:
         stop_redis(server)
         if process.poll() is None:
             stopped(process)
+
+
+def test_metrics_and_json_logs_of_an_engine_reading_the_tick_stream(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    log = tmp_path / "engine.log"
+    process = engine_command(
+        "--redis-url", redis_url, "--ops-port", str(port), "--namespace", "engine-metrics",
+        "--log-format", "json", env=SETTINGS, log=log,
+    )  # fmt: skip
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_for(lambda: ops(port, "/readyz").json()["role"] == "leader", "it leads", process)
+        # A feed handler on another machine: two good trades and a bad one.
+        client.xadd("engine-metrics:ticks", {"secid": "SBER", "price": "250.5"})
+        client.xadd("engine-metrics:ticks", {"secid": "SBER", "price": "-1"})
+        client.xadd("engine-metrics:ticks", {"secid": "GAZP", "price": "150.25"})
+
+        def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            answer = ops(port, "/metrics")
+            assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(answer.text)
+                for s in family.samples
+            }
+            done = samples.get(("index_ticker_stream_ticks_read_total", ()), 0) == 2
+            return (
+                samples
+                if done and samples[("index_ticker_engine_publications_total", ())]
+                else None
+            )
+
+        samples = wait_for(scraped, "the stream's ticks counted", process)
+        assert samples[("index_ticker_engine_ticks_applied_total", ())] == 2
+        rejected = (("field", "price"), ("source", "stream"))
+        assert samples[("index_ticker_ticks_rejected_total", rejected)] == 1
+        assert samples[("index_ticker_engine_leader", ())] == 1
+        assert samples[("index_ticker_engine_publication_lag_seconds_count", ())] >= 1
+        assert samples[("index_ticker_store_command_seconds_count", (("command", "commit"),))] >= 1
+        assert samples[("index_ticker_stream_read_entries_count", ())] >= 1
+    finally:
+        client.close()
+        stopped(process)
+    lines = [line for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    # Every log line is one JSON object (the start-up banner is printed, not logged).
+    assert len(records) == len([line for line in lines if not line.startswith("index-ticker")])
+    assert any(
+        r["logger"] == "streaming.stream_reader" and "refused 1 tick(s)" in r["message"]
+        for r in records
+    )
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -43,6 +45,7 @@ from streaming.errors import (
     StoreUnavailable,
     StreamGroupMissing,
 )
+from streaming.metrics import REGISTRY
 from streaming.publication import EngineState, Publication
 from streaming.store.base import DEFAULT_HISTORY_LIMIT
 from streaming.store.memory import DEFAULT_SUBSCRIBER_QUEUE, Fanout, select_after
@@ -122,6 +125,38 @@ for i = 1, count do
 end
 return {1, ''}
 """
+
+
+# A Redis round trip's latency per store call, for /metrics (next_tick_entries is left out: it
+# waits up to a second for entries by design).
+COMMAND_SECONDS = REGISTRY.histogram(
+    "index_ticker_store_command_seconds",
+    "Seconds one call to the Redis store took, by call (one round trip each, most of them).",
+    ("command",),
+)
+P = ParamSpec("P")
+R = TypeVar("R")
+AsyncMethod = Callable[P, Coroutine[Any, Any, R]]
+
+
+def _timed(
+    command: str,
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Observe the seconds each call of an async store method takes, errors included."""
+    series = COMMAND_SECONDS.labels(command)
+
+    def wrap(method: AsyncMethod[P, R]) -> AsyncMethod[P, R]:
+        @functools.wraps(method)
+        async def timed(*args: P.args, **kwargs: P.kwargs) -> R:
+            started = time.perf_counter()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                series.observe(time.perf_counter() - started)
+
+        return timed
+
+    return wrap
 
 
 def lease_value(lease: Lease) -> str:
@@ -279,6 +314,7 @@ class RedisStore:
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"Redis at {redact_url(self.url)} does not answer: {exc}")
 
+    @_timed("ping")
     async def ping(self) -> bool:
         """True when Redis answers within PING_TIMEOUT seconds; never raises."""
         client = self._client
@@ -290,6 +326,7 @@ class RedisStore:
         except (RedisError, *_UNREACHABLE):
             return False
 
+    @_timed("load_state")
     async def load_state(self) -> EngineState | None:
         """The state saved with the last commit, or None on a fresh namespace."""
         try:
@@ -298,6 +335,7 @@ class RedisStore:
             raise self._unavailable(exc) from exc
         return None if raw is None else EngineState.loads(raw)
 
+    @_timed("commit")
     async def commit(
         self, state: EngineState, publications: Sequence[Publication], lease: Lease | None = None
     ) -> None:
@@ -333,6 +371,7 @@ class RedisStore:
 
     # --- the leader lease -------------------------------------------------------------------
 
+    @_timed("acquire_lease")
     async def acquire_lease(self, owner: str, ttl_ms: int) -> Lease | None:
         """Take the leader lease if nobody holds it: (owner, fencing token), else None."""
         try:
@@ -343,6 +382,7 @@ class RedisStore:
             raise self._unavailable(exc) from exc
         return None if fence is None else (owner, int(fence))
 
+    @_timed("renew_lease")
     async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
         """Extend the lease while this engine still holds it."""
         try:
@@ -353,6 +393,7 @@ class RedisStore:
             raise self._unavailable(exc) from exc
         return bool(renewed)
 
+    @_timed("release_lease")
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease up (a clean stop), so a standby need not wait for it to expire."""
         with contextlib.suppress(*_UNREACHABLE):
@@ -360,6 +401,7 @@ class RedisStore:
 
     # --- the durable tick stream -----------------------------------------------------------
 
+    @_timed("append_ticks")
     async def append_ticks(self, ticks: Sequence[Tick]) -> str:
         """Add validated ticks to the ingest stream; the entry id."""
         try:
@@ -373,6 +415,7 @@ class RedisStore:
             raise self._unavailable(exc) from exc
         return _text(entry) or ""
 
+    @_timed("join_tick_stream")
     async def join_tick_stream(self, consumer: str, after: str) -> str | None:
         """Make `consumer` the one reader of the engines' group, placed after entry `after` (the
         last one in the committed state): every later entry comes to it again, in order, whoever
@@ -440,6 +483,7 @@ class RedisStore:
             if fields is not None  # an entry deleted while pending comes back empty
         ]
 
+    @_timed("tick_stream_lag")
     async def tick_stream_lag(self) -> StreamLag | None:
         """Where the engines' group stands; None before any engine joined."""
         pipe = self._redis().pipeline(transaction=False)
@@ -463,6 +507,7 @@ class RedisStore:
             readers=int(group["consumers"]),
         )
 
+    @_timed("tick_stream_readers")
     async def tick_stream_readers(self) -> dict[str, int]:
         """The group's consumers and how many entries each holds unacknowledged."""
         try:
@@ -473,6 +518,7 @@ class RedisStore:
             raise _group_error(exc) from exc
         return {_text(r["name"]) or "": int(r["pending"]) for r in readers}
 
+    @_timed("latest")
     async def latest(self) -> dict[str, Publication]:
         """The last committed value per index code (unreadable entries are logged and left out)."""
         try:
@@ -491,6 +537,7 @@ class RedisStore:
             result[publication.code] = publication
         return result
 
+    @_timed("history")
     async def history(
         self, code: str, since: datetime | None, until: datetime | None, limit: int
     ) -> list[Publication]:
@@ -587,6 +634,7 @@ class RedisStore:
         if len(self._live):
             self._live.publish([data.decode() if isinstance(data, bytes) else data])
 
+    @_timed("announce_live")
     async def announce_live(self, message: str) -> None:
         """PUBLISH a live-values message (JSON text) to every API process."""
         try:
@@ -598,6 +646,7 @@ class RedisStore:
         """Live-values messages announced from now on, by any engine on this namespace."""
         return self._live.subscribe()
 
+    @_timed("replay_after")
     async def replay_after(self, code: str, seq: int, limit: int) -> list[Publication] | None:
         """Publications of `code` above `seq`, ascending (at most `limit`), from the history;
         None when the history no longer reaches back to seq + 1."""
