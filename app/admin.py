@@ -15,7 +15,7 @@ from app.auth import check_admin
 from app.errors import ApiError
 from app.ingest import load_json, read_body
 from app.models import BaseChangeRequest, error_responses
-from app.services import Services, request_services
+from app.services import Services, leading_engine, request_services
 from streaming.engine import Engine
 from streaming.errors import BaseLoadError, ConfigError, TickRejected
 from streaming.methodology.base import IndexBase, parse_base_csv
@@ -183,10 +183,7 @@ async def schedule_base(
 ) -> dict[str, Any]:
     """Schedule a new base for one definition; it takes effect at the first grid step at or
     after `effective` (at once, at the next step, when that moment has passed)."""
-    check_admin(authorization, services.admin_token)
-    engine = services.engine
-    if engine is None:
-        raise ApiError(503, "this process serves the API only and runs no engine")
+    engine = _engine_for_admin(services, authorization)
     body = await read_body(request, services.max_body_bytes)
     # A large CSV takes a while to parse; keep the event loop free for the WebSocket fan-out.
     change, policy = await run_in_threadpool(_read_change, body, engine.family)
@@ -207,9 +204,7 @@ async def schedule_base(
 
 def _engine_for_admin(services: Services, authorization: str | None) -> Engine:
     check_admin(authorization, services.admin_token)
-    if services.engine is None:
-        raise ApiError(503, "this process serves the API only and runs no engine")
-    return services.engine
+    return leading_engine(services)
 
 
 @router.delete(

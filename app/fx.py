@@ -13,7 +13,7 @@ from app.auth import check_bearer
 from app.errors import ApiError
 from app.ingest import json_items, read_body
 from app.models import FxResult, error_responses
-from app.services import Services, request_services
+from app.services import Services, leading_engine, request_services
 from streaming.engine import Engine
 from streaming.errors import IndexTickerError
 from streaming.methodology.fx import (
@@ -142,9 +142,7 @@ async def post_fx(
     time (default: now); bad updates are refused one by one."""
     check_bearer(authorization, services.ingest_token)
     services.ingest_limit.enforce(services.ingest_token)
-    engine = services.engine
-    if engine is None:
-        raise ApiError(503, "this process serves the API only and accepts no FX updates")
+    engine = leading_engine(services)
     body = await read_body(request, services.max_body_bytes)
     raws = decode_updates(body, min(MAX_FX_UPDATES, services.max_ticks_per_request))
     return take_updates(engine, raws)
@@ -168,9 +166,10 @@ def view_from_state(services: Services, saved: object) -> dict[str, Any]:
 @router.get("/v1/fx")
 async def get_fx(services: ServicesDep) -> dict[str, Any]:
     """The FX in force now (rate in roubles per dollar, source, age, staleness) and every step
-    the schedule holds, oldest first."""
+    the schedule holds, oldest first: the engine's when this process leads, else the state the
+    leader saved."""
     engine = services.engine
-    if engine is not None:
+    if engine is not None and engine.state == "running":
         return {
             "status": engine.fx_status().as_dict(),
             "schedule": engine.fx.as_dict(),

@@ -1,4 +1,8 @@
-"""The operations port of an engine process: liveness, readiness and metrics, no public API."""
+"""The operations port of an engine process: liveness, readiness and metrics, and the writes that
+need the engine itself (base changes, FX rates); no public read API, no WebSocket feed.
+
+A standby engine refuses those writes with 503 (nothing applied), so a proxy in front of the
+engines can pass them on to the other one: whichever leads takes them."""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi.encoders import jsonable_encoder
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from app import redaction
+from app import admin, fx, redaction
+from app.errors import install_error_handlers
 from app.metrics import render_metrics
+from app.services import Services
 from streaming.engine import Engine
 from streaming.metrics import CONTENT_TYPE
 from streaming.store.base import Store
@@ -23,12 +28,13 @@ STORE_PING_TIMEOUT_SECONDS = 2.0
 ROLES = {"running": "leader", "standby": "standby"}  # engine state -> what an operator calls it
 
 
-def create_ops_app(engine: Engine, store: Store) -> Starlette:
-    """/healthz and /readyz for `engine`; the lifespan opens the store, then starts the engine,
-    and on the way out stops it (giving the leader lease up) before closing the store."""
+def create_ops_app(engine: Engine, store: Store, services: Services | None = None) -> FastAPI:
+    """/healthz, /readyz and /metrics for `engine`, and with `services` (their tokens) the admin
+    API and POST /v1/fx; the lifespan opens the store, then starts the engine, and on the way out
+    stops it (giving the leader lease up) before closing the store."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             await store.open()
             stack.push_async_callback(store.close)
@@ -67,11 +73,14 @@ def create_ops_app(engine: Engine, store: Store) -> Starlette:
         return Response(await render_metrics(engine=engine, store=store), media_type=CONTENT_TYPE)
 
     redaction.install()  # as the API process: nothing secret in the server's logs
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-        ],
-        lifespan=lifespan,
-    )
+    # No schema pages: this port is for operators and their tools (docs/operations.md).
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_route("/healthz", healthz)
+    app.add_route("/readyz", readyz)
+    app.add_route("/metrics", metrics)
+    if services is not None:
+        app.state.services = services
+        install_error_handlers(app)
+        app.include_router(admin.router)
+        app.include_router(fx.router)
+    return app

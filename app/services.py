@@ -233,3 +233,13 @@ def broadcaster_of(connection: HTTPConnection) -> Broadcaster:
     """The process-wide fan-out of the app serving this WebSocket."""
     broadcaster: Broadcaster = connection.app.state.broadcaster
     return broadcaster
+
+
+def leading_engine(services: Services) -> Engine:
+    """The engine of this process when it leads; 503 (nothing applied, so a proxy may pass the
+    request on to another engine) when there is none or it stands by."""
+    if services.engine is None:
+        raise ApiError(503, "this process serves the API only and runs no engine")
+    if services.engine.state != "running":
+        raise ApiError(503, "this engine stands by: the leading engine takes changes")
+    return services.engine

@@ -298,15 +298,25 @@ def run_engine(settings: Settings) -> None:
     family = load_family(settings.definition or DEFAULT_FAMILY)
     store = make_store(settings.redis_url, settings.namespace, settings.history_limit)
     engine = make_engine(settings, family, store)
+    token, generated = ingest_token()
+    parts = Assembly(family, store, engine, token, generated, admin_token())
+    services = make_services(settings, parts)
     print(
         f"index-ticker engine: {', '.join(family.codes)} every {engine.cadence} s, "
         f"session {settings.session}, feed {settings.feed}, namespace {settings.namespace}; "
-        f"operations at http://{settings.ops_host}:{settings.ops_port} (/healthz, /readyz)",
+        f"operations at http://{settings.ops_host}:{settings.ops_port} (/healthz, /readyz, "
+        "/metrics; admin API and POST /v1/fx while it leads)",
         file=sys.stderr,
     )
+    if generated:
+        print(
+            "index-ticker engine: no INDEX_TICKER_INGEST_TOKEN set; generated token for POST "
+            f"/v1/fx on this run: {token}",
+            file=sys.stderr,
+        )
     gc.freeze()  # as in serve(): what exists now lives as long as the process
     uvicorn.run(
-        create_ops_app(engine, store),
+        create_ops_app(engine, store, services),
         host=settings.ops_host,
         port=settings.ops_port,
         log_level=settings.log_level,

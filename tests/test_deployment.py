@@ -165,7 +165,7 @@ def render_nginx(
 
     def server(match: re.Match[str]) -> str:
         host, port = match.group(1), int(match.group(2))
-        assert host in upstreams, f"nginx.conf proxies to {host}, not an API service"
+        assert host in upstreams, f"nginx.conf proxies to {host}, not a service of compose"
         name_port, local = upstreams[host]
         assert port == int(name_port), (
             f"nginx.conf says {host}:{port}; the service listens on {name_port}"
@@ -175,7 +175,7 @@ def render_nginx(
     text = re.sub(r"\bserver\s+([A-Za-z0-9_.-]+):(\d+)", server, conf)
     assert set(re.findall(r"server 127\.0\.0\.1:(\d+)", text)) == {
         str(local) for _, local in upstreams.values()
-    }, "nginx.conf does not balance over every API service"
+    }, "nginx.conf does not proxy to every API and engine service"
     text, listens = re.subn(r"\blisten\s+\d+;", f"listen 127.0.0.1:{listen};", text)
     assert listens == 1
     text = re.sub(r"(?m)^user\s+\S+;", "user root;", text)
@@ -200,6 +200,7 @@ def topology(tmp: Path) -> Iterator[tuple[Topology, Process, dict[str, Process]]
     redis_port = free_port()
     redis_url = redis_url_for(redis_port)
     started = Topology(tmp, redis_url, [], {})
+    upstreams: dict[str, tuple[str, int]] = {}  # service -> (port in compose, port here)
     try:
         started.start(
             "redis",
@@ -218,9 +219,9 @@ def topology(tmp: Path) -> Iterator[tuple[Topology, Process, dict[str, Process]]
             }
             started.engine_command = [*console_script(), *service["command"]]
             started.engine_environment = substituted(environment, addresses)
-            started.start_engine(name)
+            engine = started.start_engine(name)
+            upstreams[name] = (environment["INDEX_TICKER_OPS_PORT"], engine.port)
         api_processes: dict[str, Process] = {}
-        upstreams: dict[str, tuple[str, int]] = {}
         for name, service in apis.items():
             environment = environment_of(service)
             assert urlparse(environment["INDEX_TICKER_REDIS_URL"]).hostname == "redis"
@@ -446,6 +447,34 @@ async def test_the_compose_topology_serves_through_the_proxy_and_survives_its_en
 
                 await eventually(moved, "the posted tick moves IMOEX", world)
                 assert await constituent_price(client, via_proxy, "SBER") == price
+
+                # An FX rate posted through the proxy reaches the leading engine (the standby
+                # refuses it, the proxy passes it on) and moves RTSI at its next publication.
+                rtsi = (await get_json(client, via_proxy, "/v1/indices/RTSI"))["precise_value"]
+                fx = await client.post(
+                    f"http://127.0.0.1:{via_proxy}/v1/fx", json={"rate": 120.0}, headers=AUTH
+                )
+                assert fx.status_code == 200, fx.text
+
+                async def fx_in_force() -> bool | None:
+                    # From whichever engine answers: the leader's own, or the state it saved.
+                    view = await get_json(client, via_proxy, "/v1/fx")
+                    return True if view["status"]["rate"] == 120.0 else None
+
+                await eventually(fx_in_force, "the posted rate in force", world)
+                # Through the standby directly: refused, nothing applied.
+                refused = await client.post(
+                    f"http://127.0.0.1:{standbys[0].port}/v1/fx", json={"rate": 1.0}, headers=AUTH
+                )
+                assert refused.status_code == 503 and "stands by" in refused.text
+
+                async def rtsi_moved() -> bool | None:
+                    latest = await get_json(client, via_proxy, "/v1/indices/RTSI")
+                    return True if latest["fx_rate"] == 120.0 else None
+
+                await eventually(rtsi_moved, "RTSI at the posted rate", world)
+                now = (await get_json(client, via_proxy, "/v1/indices/RTSI"))["precise_value"]
+                assert now != rtsi
 
                 # The client's own address reaches the API; one it makes up does not.
                 local = httpx.AsyncHTTPTransport(local_address=CLIENT_ADDRESS)
