@@ -23,7 +23,14 @@ import numpy as np
 import orjson
 
 from streaming.errors import TickRejected
-from streaming.ticks import MAX_SECID_LENGTH, Tick, TickColumns, columns_of, parse_tick
+from streaming.ticks import (
+    MAX_SECID_LENGTH,
+    Tick,
+    TickColumns,
+    columns_of,
+    parse_tick,
+    parse_time,
+)
 
 BATCH_FIELD = "ticks"
 TICK_FIELDS = ("secid", "price", "time", "volume", "phase")
@@ -86,24 +93,43 @@ def decode_entries(
     """Validate stream entries (oldest first) against the known secids; ticks without a time
     get `now` (UTC)."""
     decoded = Decoded()
-    pending: list[Tick] = []  # consecutive one-trade entries, kept together as one batch
+    trades: list[tuple[str, Fields]] = []  # consecutive one-trade entries, decoded together
 
     def flush() -> None:
-        if pending:
-            decoded.batches.append(TickColumns.of(pending))
-            pending.clear()
-
-    for entry_id, raw in entries:
-        fields = _plain(raw)
-        if BATCH_FIELD in fields:
-            flush()
-            batch = _decode_batch(entry_id, fields, known, now, decoded.rejects)
+        if trades:
+            batch = _decode_trades(trades, known, now, decoded.rejects)
             if len(batch):
                 decoded.batches.append(batch)
-            continue
+            trades.clear()
+
+    for entry_id, raw in entries:
+        if BATCH_FIELD in raw or BATCH_FIELD.encode() in raw:
+            flush()
+            batch = _decode_batch(entry_id, _plain(raw), known, now, decoded.rejects)
+            if len(batch):
+                decoded.batches.append(batch)
+        else:
+            trades.append((entry_id, raw))
+    flush()
+    return decoded
+
+
+def _decode_trades(
+    entries: list[tuple[str, Fields]],
+    known: Container[str],
+    now: datetime,
+    rejects: list[StreamReject],
+) -> TickColumns:
+    """One-trade entries: in bulk when every one is plain and valid, else one by one."""
+    bulk = _plain_trades(entries, known, now)
+    if bulk is not None:
+        return bulk
+    ticks: list[Tick] = []
+    for entry_id, raw in entries:
+        fields = _plain(raw)
         unknown = sorted(set(fields) - set(TICK_FIELDS))
         if unknown:
-            decoded.rejects.append(
+            rejects.append(
                 StreamReject(entry_id, None, unknown[0], f"unknown field; expected {TICK_FIELDS}")
             )
             continue
@@ -112,11 +138,58 @@ def decode_entries(
             if name in values:
                 values[name] = _scalar(fields[name])
         try:
-            pending.append(parse_tick(values, known, now))
+            ticks.append(parse_tick(values, known, now))
         except TickRejected as error:
-            decoded.rejects.append(StreamReject(entry_id, None, error.field, error.reason))
-    flush()
-    return decoded
+            rejects.append(StreamReject(entry_id, None, error.field, error.reason))
+    return TickColumns.of(ticks)
+
+
+def _plain_trades(
+    entries: list[tuple[str, Fields]], known: Container[str], now: datetime
+) -> TickColumns | None:
+    """Entries of `secid` and `price` (and all or none with a `time`), each valid, as columns
+    with numpy; None for anything else, which the one-by-one path then judges and names."""
+    secids: list[bytes | str] = []
+    prices: list[bytes | str] = []
+    times: list[bytes | str] = []
+    for _, raw in entries:
+        if len(raw) == 2:
+            secid, price = raw.get(b"secid"), raw.get(b"price")
+        elif len(raw) == 3:
+            secid, price, moment = raw.get(b"secid"), raw.get(b"price"), raw.get(b"time")
+            if moment is None:
+                return None
+            times.append(moment)
+        else:
+            return None
+        if secid is None or price is None:
+            return None
+        secids.append(secid)
+        prices.append(price)
+    if times and len(times) != len(entries):
+        return None
+    names: dict[bytes | str, int] = {}
+    codes = np.fromiter((names.setdefault(s, len(names)) for s in secids), np.intp, len(secids))
+    texts = [_text(name) for name in names]
+    if not all(0 < len(t) <= MAX_SECID_LENGTH and t == t.strip() and t in known for t in texts):
+        return None
+    try:
+        values = np.array(prices, dtype=np.bytes_).astype(np.float64)
+        epochs = (
+            np.array([_epoch(_text(t)) for t in times], dtype=np.float64)
+            if times
+            else np.full(len(entries), now.timestamp())
+        )
+    except (ValueError, TickRejected):
+        return None
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        return None
+    return TickColumns(texts, codes, values, epochs)
+
+
+def _epoch(text: str) -> float:
+    """A `time` field as epoch seconds, exactly as the one-by-one path reads it."""
+    return parse_time(_scalar(text)).timestamp()
 
 
 def _decode_batch(

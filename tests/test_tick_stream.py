@@ -4,9 +4,12 @@ and every bad tick is refused alone, naming its entry, position, field and reaso
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streaming.methodology.phases import Phase
 from streaming.tick_stream import StreamLag, decode_entries, entry_key
@@ -142,3 +145,57 @@ def test_entry_ids_order_numerically_and_lag_in_seconds() -> None:
     assert lag.seconds_behind("1700000002500-7") == 2.5
     assert lag.seconds_behind("1700000005000-0") == 0.0
     assert lag.as_dict("1700000002500-7")["seconds_behind"] == 2.5
+
+
+PRICES = st.sampled_from(
+    ["250.5", "1e3", " 7.25 ", "1_000", "0", "-1", "nan", "inf", "abc", "", "3", "0.0001"]
+)
+TIMES = st.sampled_from(
+    [None, "2026-11-20T07:00:01Z", "2026-11-20T10:00:01.5+03:00", "2026-11-20 07:00:01",
+     "1795165201.25", "1795165201", "-5", "yesterday", ""]
+)  # fmt: skip
+SECIDS = st.sampled_from(["SBER", "GAZP", " SBER", "NOPE", "", "LKOH"])
+
+
+@given(
+    st.lists(
+        st.tuples(SECIDS, PRICES, TIMES, st.sampled_from([None, "10", "-1"])),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_one_trade_entries_in_bulk_equal_the_one_by_one_reading(
+    rows: list[tuple[str, str, str | None, str | None]],
+) -> None:
+    """Redis hands fields over as bytes (the bulk path takes those); the same entries with text
+    keys go one by one: the ticks and the refusals are the same."""
+    as_bytes: list[tuple[str, Any]] = []
+    as_text: list[tuple[str, Any]] = []
+    for n, (secid, price, moment, volume) in enumerate(rows):
+        fields = {"secid": secid, "price": price}
+        if moment is not None:
+            fields["time"] = moment
+        if volume is not None:
+            fields["volume"] = volume
+        as_bytes.append((f"{n}-0", {k.encode(): v.encode() for k, v in fields.items()}))
+        as_text.append((f"{n}-0", fields))
+    bulk, one_by_one = decode_entries(as_bytes, KNOWN, NOW), decode_entries(as_text, KNOWN, NOW)
+    assert bulk.rejects == one_by_one.rejects
+    a, b = bulk.ticks(), one_by_one.ticks()
+    assert a.secids() == b.secids()
+    assert a.prices.tolist() == b.prices.tolist()
+    assert a.epochs.tolist() == b.epochs.tolist()
+    assert [t.volume for t in a] == [t.volume for t in b]
+
+
+def test_plain_one_trade_entries_take_the_bulk_path() -> None:
+    from streaming.tick_stream import _plain_trades
+
+    entries: list[tuple[str, Any]] = [
+        (f"{n}-0", {b"secid": b"SBER", b"price": f"{250 + n}.5".encode(), b"time": b"1795165201"})
+        for n in range(3)
+    ]
+    bulk = _plain_trades(entries, KNOWN, NOW)
+    assert bulk is not None and bulk.prices.tolist() == [250.5, 251.5, 252.5]
+    entries[1][1][b"price"] = b"-1"
+    assert _plain_trades(entries, KNOWN, NOW) is None  # one bad: judged one by one
