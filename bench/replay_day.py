@@ -4,7 +4,10 @@ base's reference prices, inside the guard threshold) and times spread over the M
 day, replayed through the engine as fast as possible with every grid publication of the day
 made on the replay clock; the close is checked against a reference computed here with numpy
 over the last prices. Baselines of the same run: the row-by-row reader with the per-tick engine
-path, and the naive full re-sum after every tick (both on the first part of the file).
+path, and the naive full re-sum after every tick (both on the first part of the file). A second
+table reads the same day written in the MOEX trades layout too (TRADEDATE, Moscow TRADETIME,
+QUANTITY and the usual other columns): the bulk reader over the whole file against the row
+reader over its first part, for both layouts.
 
     python -m bench.replay_day [--trades 3300000] [--quick]
 """
@@ -27,8 +30,15 @@ from bench.harness import Table, fmt, machine, ratio
 from streaming.clock import SteppedClock
 from streaming.engine import Engine
 from streaming.methodology.definition import Family, load_definition, load_family
-from streaming.sources.replay import ReplayReport, read_columns, read_ticks, replay_on_grid
+from streaming.sources.replay import (
+    ReplayReport,
+    read_bulk,
+    read_columns,
+    read_ticks,
+    replay_on_grid,
+)
 from streaming.store.memory import MemoryStore
+from streaming.ticks import TickColumns
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "moex"
 TQBR = "tqbr_daily_2022-10_2023-06.csv"
@@ -115,8 +125,55 @@ def make_day(
         "names": names,
         "prices": prices,
         "main": np.isin(window, list(MAIN_PHASES)),
+        "millis": (epochs * 1e3).round().astype("int64"),
     }
     return path, about, columns
+
+
+def make_trades(path: Path, columns: dict[str, np.ndarray], seed: int = 7) -> Path:
+    """The same day in the MOEX trades layout, next to the tick file (cached per size)."""
+    trades = path.with_name(path.stem + "-moex.csv")
+    if trades.is_file():
+        return trades
+    rng = np.random.default_rng(seed + 1)  # its own stream: the tick file stays as it was
+    count = len(columns["lines"])
+    quantities = rng.integers(1, 1000, count).tolist()
+    prices = columns["prices"].tolist()
+    local = (columns["millis"] + int(MSK.total_seconds() * 1e3)).astype("datetime64[ms]")
+    stamps = np.datetime_as_string(local, unit="ms").tolist()
+    names = columns["names"][columns["lines"]].tolist()
+    sides = np.array(["B", "S"])[rng.integers(0, 2, count)].tolist()
+    partial = trades.with_suffix(".part")
+    with partial.open("w", encoding="utf-8") as handle:
+        handle.write("TRADENO,TRADEDATE,TRADETIME,BOARDID,SECID,PRICE,QUANTITY,VALUE,BUYSELL\n")
+        handle.writelines(
+            f"{n},{t[:10]},{t[11:]},TQBR,{s},{p!r},{q},{p * q:.2f},{b}\n"
+            for n, (s, p, t, q, b) in enumerate(
+                zip(names, prices, stamps, quantities, sides, strict=True), start=10**8
+            )
+        )
+    partial.rename(trades)
+    return trades
+
+
+def read_rates(path: Path, known: frozenset[str], limit: int) -> dict[str, object]:
+    """Seconds to read the whole file in bulk (None when the bulk reader steps aside) and to
+    read its first `limit` rows with the row reader; the ticks read in bulk."""
+    started = time.perf_counter()
+    ticks = read_bulk(path, known, ReplayReport())
+    bulk_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    rows = 0
+    for _ in read_ticks(path, known, ReplayReport()):
+        rows += 1
+        if rows >= limit:
+            break
+    return {
+        "ticks": ticks,
+        "bulk": bulk_seconds,
+        "rows": rows,
+        "row_seconds": time.perf_counter() - started,
+    }
 
 
 def reference_close(family: Family, columns: dict[str, np.ndarray]) -> dict[str, float]:
@@ -220,6 +277,13 @@ def tables(quick: bool = False, trades: int | None = None) -> list[Table]:
     closes, new = asyncio.run(replay_new(family, path))
     imoex_closes, imoex_run = asyncio.run(replay_new(imoex, path))
     per_tick, per_tick_seconds = replay_per_tick(family, path, sample)
+    known = frozenset(family.universe().secids)
+    reading = {
+        "the project's CSV (secid,price,time)": read_rates(path, known, sample),
+        "MOEX trades CSV (9 columns, Moscow TRADETIME)": read_rates(
+            make_trades(path, columns), known, sample
+        ),
+    }
     naive_count, naive_seconds = naive(family, columns, min(sample, 50_000))
     expected = reference_close(family, columns)
     table = Table(
@@ -264,7 +328,46 @@ def tables(quick: bool = False, trades: int | None = None) -> list[Table]:
         + f" (largest relative gap {worst:.1e})",
         machine(),
     ]
-    return [table]
+    return [table, reading_table(reading, count, quick)]
+
+
+def reading_table(reading: dict[str, dict[str, object]], count: int, quick: bool) -> Table:
+    """Bulk reader against row reader for each layout of the day's file."""
+    table = Table(
+        "Reading the day's trades file",
+        "python -m bench.replay_day" + (" --quick" if quick else ""),
+        f"The same {count:,} trades written in the project's tick layout and in the MOEX trades "
+        "layout, read into columns: the bulk reader (numpy) over the whole file, the row reader "
+        "(the validation of POST /v1/ticks, one row at a time) over its first rows.",
+        ["layout", "reader", "rows", "seconds", "rows/s", "vs row reader"],
+    )
+    read: list[TickColumns] = []
+    for layout, run in reading.items():
+        ticks = run["ticks"]
+        bulk_seconds, rows, row_seconds = run["bulk"], run["rows"], run["row_seconds"]
+        assert isinstance(bulk_seconds, float) and isinstance(row_seconds, float)
+        assert isinstance(rows, int)
+        row_rate = rows / row_seconds
+        if isinstance(ticks, TickColumns):
+            rate = len(ticks) / bulk_seconds
+            table.add(layout, "bulk", len(ticks), bulk_seconds, rate, ratio(rate, row_rate))
+            read.append(ticks)
+        else:
+            table.add(layout, "bulk: stepped aside", 0, bulk_seconds, math.nan, "—")
+        table.add(layout, "row by row (baseline)", rows, row_seconds, row_rate, "1.00x")
+    if len(read) == 2:
+        ours, moex = read
+        agree = (
+            np.array_equal(ours.prices, moex.prices)
+            and np.array_equal(ours.epochs, moex.epochs)
+            and np.array_equal(np.array(ours.names)[ours.codes], np.array(moex.names)[moex.codes])
+        )
+        table.notes.append(
+            "both layouts read in bulk give the same secids, prices and UTC epochs: "
+            + ("yes" if agree else "NO")
+        )
+    table.notes.append(machine())
+    return table
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
-"""The bulk CSV reader of replays gives exactly the row reader's ticks, or steps aside."""
+"""The bulk CSV reader of replays gives exactly the row reader's ticks, or steps aside; its
+clock times, dates and epochs match datetime's."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from streaming.sources import csvcolumns
 from streaming.sources.replay import ReplayReport, read_columns, read_ticks
 
 KNOWN = frozenset({"SBER", "GAZP", "LKOH", "T"})
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def both(path: Path) -> tuple[list[tuple[str, float, float]], list[tuple[str, float, float]]]:
@@ -117,3 +120,104 @@ def test_codes_match_numpy_unique() -> None:
     want_names, want_codes = np.unique(names, return_inverse=True)
     assert got_names.tolist() == want_names.tolist()
     assert got_codes.tolist() == want_codes.reshape(-1).tolist()
+
+
+def test_a_file_with_a_header_only_gives_no_ticks(tmp_path: Path) -> None:
+    path = tmp_path / "ticks.csv"
+    path.write_text("secid,price,time\n")
+    assert len(read_columns(path, KNOWN, ReplayReport())) == 0
+    assert csvcolumns.split(b"", 3) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("SBER,260.5,-024-03-01T07:00:00Z\n", "a negative year"),
+        ("SBER,260.5,+024-03-01T07:00:00Z\n", "a signed year"),
+        ("SBER,260.5,0000-03-01T07:00:00Z\n", "year 0"),
+        ("SBER,260.5,2300-03-01T07:00:00Z\n", "beyond exact float seconds"),
+        ("SBER,260.5,2024-03-01T07:00:00Z\rGAZP,1,2024-03-01T07:00:00Z\n", "a lone CR"),
+    ],
+)
+def test_times_datetime_would_not_read_alike_go_to_the_row_reader(body: str, why: str) -> None:
+    assert csv_columns_of(body) is None, why
+
+
+def test_split_lets_optional_fields_be_empty() -> None:
+    body = b",SBER,1\r\nx,GAZP,\n"
+    assert csvcolumns.split(body, 3) is None
+    assert csvcolumns.split(body, 3, required=[0, 1]) is None
+    fields = csvcolumns.split(body, 3, required=[1])
+    assert fields is not None
+    assert fields.text(1).tolist() == [b"SBER", b"GAZP"]
+    assert fields.text(2).tolist() == [b"1", b""]
+
+
+def column(values: list[str]) -> csvcolumns.Fields:
+    fields = csvcolumns.split("".join(f"{v}\n" for v in values).encode(), 1)
+    assert fields is not None
+    return fields
+
+
+def test_clock_times_as_microseconds_since_midnight() -> None:
+    fields = column(["10:00:05", "10:00:05.123", "23:59:59.999999", "00:00:00.000001"])
+    micros = csvcolumns.clock_micros(fields, 0)
+    assert micros is not None
+    assert micros.tolist() == [36_005_000_000, 36_005_123_000, 86_399_999_999, 1]
+
+
+@pytest.mark.parametrize(
+    "clock",
+    ["10:00", "10:00:05.5", "10:00:05.12", "10:00:05.1234", "10:00:05.1234567", "24:00:00",
+     "10:60:00", "10:00:60", "100005", "10:00:05Z", " 10:00:05", "10-00-05", "1O:00:05",
+     "-1:00:00"],
+)  # fmt: skip
+def test_clock_times_in_other_layouts_are_not_read(clock: str) -> None:
+    assert csvcolumns.clock_micros(column(["10:00:00", clock]), 0) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.times(), st.sampled_from([0, 3, 6]))
+def test_clock_times_match_datetime(moment: time, digits: int) -> None:
+    text = moment.isoformat(timespec={0: "seconds", 3: "milliseconds", 6: "microseconds"}[digits])
+    micros = csvcolumns.clock_micros(column([text]), 0)
+    parsed = time.fromisoformat(text)
+    assert micros is not None
+    assert micros.tolist() == [
+        ((parsed.hour * 60 + parsed.minute) * 60 + parsed.second) * 10**6 + parsed.microsecond
+    ]
+
+
+def test_dates_as_days_since_1970() -> None:
+    days = csvcolumns.iso_days(column(["1970-01-01", "2024-02-29", "1969-12-31", "0001-01-01"]), 0)
+    assert days is not None
+    assert days.tolist() == [0, 19_782, -1, (date(1, 1, 1) - date(1970, 1, 1)).days]
+
+
+@pytest.mark.parametrize(
+    "day",
+    ["2023-02-29", "2024-02-30", "2024-04-31", "2024-13-01", "2024-00-10", "2024-01-00",
+     "0000-01-01", "+024-01-01", "-024-01-01", "2024/01/01", "20240101", "2024-1-01", "2024-01-1 "],
+)  # fmt: skip
+def test_dates_in_other_layouts_are_not_read(day: str) -> None:
+    assert csvcolumns.iso_days(column(["2024-01-01", day]), 0) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dates())
+def test_dates_match_datetime(day: date) -> None:
+    days = csvcolumns.iso_days(column([day.isoformat()]), 0)
+    assert days is not None
+    assert days.tolist() == [(day - date(1970, 1, 1)).days]
+
+
+def test_epoch_seconds_only_where_they_are_exact() -> None:
+    micros = np.array([0, 1, -1, 2**53 - 1], dtype=np.int64)
+    seconds = csvcolumns.epoch_seconds(micros)
+    assert seconds is not None
+    assert seconds.tolist() == [
+        (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(m)) - EPOCH).total_seconds()
+        for m in micros.tolist()
+    ]
+    assert csvcolumns.epoch_seconds(np.array([2**53], dtype=np.int64)) is None
+    assert csvcolumns.epoch_seconds(np.array([-(2**53)], dtype=np.int64)) is None

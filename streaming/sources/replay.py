@@ -5,9 +5,11 @@ The MOEX trades layout (SECID, TRADETIME, PRICE, QUANTITY, optionally TRADEDATE 
 columns, in CSV or JSON lines) is read too: TRADETIME is exchange local time (HH:MM:SS[.ffffff])
 on the TRADEDATE of the row, or on a trading date given by the caller; QUANTITY is the volume.
 
-A CSV of secid,price,time[,volume] with ISO 8601 UTC times is read in bulk into columns (numpy);
-any other layout, and any file with a row the bulk reader does not vouch for, is read row by row
-with the same validation as POST /v1/ticks, so both readers give the same ticks."""
+A plain (unquoted) CSV of secid,price,time[,volume] with ISO 8601 UTC times, or of MOEX trades
+with TRADETIME HH:MM:SS[.fff|.ffffff] and TRADEDATE YYYY-MM-DD (or a trading date given), is read
+in bulk into columns (numpy); any other layout, and any file with a row the bulk reader does not
+vouch for, is read row by row with the same validation as POST /v1/ticks, so both readers give
+the same ticks."""
 
 from __future__ import annotations
 
@@ -38,6 +40,10 @@ log = logging.getLogger(__name__)
 BATCH = 10_000  # ticks handed to the engine at once
 BULK_LAYOUTS = {("secid", "price", "time"), ("secid", "price", "time", "volume")}
 MOSCOW = timedelta(hours=3)  # the exchange's offset from UTC: TRADETIME is read in it
+# MOEX trades columns read in bulk; with one of TRADE_ROW_ONLY the file goes row by row.
+TRADE_COLUMNS = ("secid", "price", "tradetime", "tradedate", "quantity", "volume")
+TRADE_ROW_ONLY = frozenset({"time", "phase"})
+EPOCH_DAY = date(1970, 1, 1)
 
 
 @dataclass(slots=True)
@@ -145,40 +151,133 @@ def read_columns(
 ) -> TickColumns:
     """Every valid tick of a file as columns, in file order; refused lines go in the report.
     `trade_date` and `utc_offset` read MOEX trades rows (see from_trade_row)."""
-    bulk = _read_bulk(path, known, report)
+    bulk = read_bulk(path, known, report, trade_date=trade_date, utc_offset=utc_offset)
     if bulk is not None:
         return bulk
     ticks = read_ticks(path, known, report, trade_date=trade_date, utc_offset=utc_offset)
     return TickColumns.of(list(ticks))
 
 
-def _read_bulk(path: Path, known: Container[str], report: ReplayReport) -> TickColumns | None:
-    """The columns of a plain CSV file read in bulk, or None when it needs the row reader."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        header = tuple(name.strip().lower() for name in handle.readline().rstrip("\r\n").split(","))
-    if header not in BULK_LAYOUTS:
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A plain CSV file parsed in bulk, secids still to check: the field holding the secid,
+    prices in roubles, UTC epoch seconds and volumes (None: the file has none)."""
+
+    fields: csvcolumns.Fields
+    secid: int
+    prices: npt.NDArray[np.float64]
+    epochs: npt.NDArray[np.float64]
+    volumes: npt.NDArray[np.float64] | None
+
+
+def read_bulk(
+    path: Path,
+    known: Container[str],
+    report: ReplayReport,
+    *,
+    trade_date: date | None = None,
+    utc_offset: timedelta = MOSCOW,
+) -> TickColumns | None:
+    """The ticks of a plain CSV file in the project's layout or the MOEX trades layout read in
+    bulk, as read_ticks would give them; None (the report untouched) when the file needs the
+    row reader."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        return None  # fixed-width numpy bytes drop trailing NULs; the row reader keeps them
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # the row reader's to report
+    newline = data.find(b"\n")
+    head, body = (data, b"") if newline < 0 else (data[:newline], data[newline + 1 :])
+    header = _header(head)
+    if header is None:
         return None
-    with path.open("rb") as handle:
-        data = handle.read()
-    fields = csvcolumns.split(data[data.find(b"\n") + 1 :], len(header))
+    if header in BULK_LAYOUTS:
+        parsed = _tick_layout(header, body)
+    elif "tradetime" in header:
+        parsed = _trade_layout(header, body, trade_date, utc_offset)
+    else:
+        return None
+    return None if parsed is None else _known_only(path, parsed, known, report)
+
+
+def _header(line: bytes) -> tuple[str, ...] | None:
+    """The column names of a header line as the row reader keys them (stripped, lower case),
+    or None when the csv module would read it otherwise (quotes, a lone carriage return) or
+    the row reader takes the file for JSON lines."""
+    line = line.removesuffix(b"\r")
+    if b'"' in line or b"\r" in line:
+        return None
+    text = line.decode("utf-8")
+    if text.lstrip().startswith("{"):
+        return None
+    return tuple(name.strip().lower() for name in text.split(","))
+
+
+def _tick_layout(header: tuple[str, ...], body: bytes) -> _Parsed | None:
+    """secid,price,time[,volume] with ISO 8601 UTC times."""
+    fields = csvcolumns.split(body, len(header))
     if fields is None:
         return None  # a quoted, empty or missing field: the row reader says which
-    numbers = [csvcolumns.decimals(fields, k) for k in range(1, len(header)) if k != 2]
+    prices = csvcolumns.decimals(fields, 1)
     epochs = csvcolumns.iso_epochs(fields, 2)
-    if epochs is None or any(column is None for column in numbers):
+    volumes = csvcolumns.decimals(fields, 3) if "volume" in header else None
+    if prices is None or epochs is None or ("volume" in header and volumes is None):
         return None  # not a plain decimal or a time in a layout read here: the row reader
-    prices = numbers[0]
-    volumes = numbers[1] if "volume" in header else None
-    assert prices is not None
+    return _Parsed(fields, 0, prices, epochs, volumes)
+
+
+def _trade_layout(
+    header: tuple[str, ...], body: bytes, trade_date: date | None, utc_offset: timedelta
+) -> _Parsed | None:
+    """MOEX trades: the columns from_trade_row and parse_tick read, found by name; every other
+    column is skipped unread (it may even be empty)."""
+    names = set(header)
+    if names & TRADE_ROW_ONLY or not {"secid", "price"} <= names:
+        return None  # a time of the row's own wins over TRADETIME; a missing column is named
+    at = {name: header.index(name) for name in TRADE_COLUMNS if name in names}
+    if any(header.count(name) > 1 for name in at):
+        return None
+    if "tradedate" not in at and trade_date is None:
+        return None  # the row reader says the trading date is missing
+    if not -timedelta(days=1) < utc_offset < timedelta(days=1):
+        return None
+    fields = csvcolumns.split(body, len(header), required=at.values())
+    if fields is None:
+        return None
+    clock = csvcolumns.clock_micros(fields, at["tradetime"])
+    if "tradedate" in at:
+        days = csvcolumns.iso_days(fields, at["tradedate"])
+    else:
+        assert trade_date is not None
+        days = np.full(fields.rows, (trade_date - EPOCH_DAY).days, dtype=np.int64)
+    if clock is None or days is None:
+        return None
+    offset = utc_offset // timedelta(microseconds=1)
+    epochs = csvcolumns.epoch_seconds(days * csvcolumns.MICROS_PER_DAY + clock - offset)
+    prices = csvcolumns.decimals(fields, at["price"])
+    # A volume of the row's own wins over QUANTITY, as in from_trade_row.
+    volume_at = at.get("volume", at.get("quantity"))
+    volumes = None if volume_at is None else csvcolumns.decimals(fields, volume_at)
+    if epochs is None or prices is None or (volume_at is not None and volumes is None):
+        return None
+    return _Parsed(fields, at["secid"], prices, epochs, volumes)
+
+
+def _known_only(
+    path: Path, parsed: _Parsed, known: Container[str], report: ReplayReport
+) -> TickColumns | None:
+    """The parsed ticks of known secids; the others refused in the report as the row reader
+    refuses them. None when a price, volume or secid needs the row reader's validation."""
+    prices, volumes = parsed.prices, parsed.volumes
     if not (np.isfinite(prices).all() and (prices > 0).all()):
         return None
     if volumes is not None and not (np.isfinite(volumes).all() and (volumes >= 0).all()):
         return None
-    names, codes = csvcolumns.codes(fields.text(0))
-    try:
-        secids = [name.decode("utf-8") for name in names.tolist()]
-    except UnicodeDecodeError:
-        return None
+    names, codes = csvcolumns.codes(parsed.fields.text(parsed.secid))
+    secids = [name.decode("utf-8") for name in names.tolist()]
     if any(s != s.strip() or not s or len(s) > MAX_SECID_LENGTH for s in secids):
         return None
     unknown = [n for n, secid in enumerate(secids) if secid not in known]
@@ -196,7 +295,7 @@ def _read_bulk(path: Path, known: Container[str], report: ReplayReport) -> TickC
             ", ".join(sorted(secids[n] for n in unknown)),
         )
         keep = ~refused
-    batch = TickColumns(secids, codes.reshape(-1), prices, epochs, volumes)
+    batch = TickColumns(secids, codes.reshape(-1), prices, parsed.epochs, volumes)
     return batch if keep is None else batch.take(np.flatnonzero(keep))
 
 
