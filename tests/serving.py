@@ -63,6 +63,18 @@ API_BASE = IndexBase(
 )
 
 
+MOSCOW_SECONDS = 3 * 3600  # the definitions' UTC offset
+
+
+def grid_start() -> float:
+    """A grid instant about an hour ago, but never before the current Moscow day began: an
+    engine on the wall clock would otherwise see its publications roll the trading day (its
+    reference prices and tick times) when a test runs in the first hour of a Moscow day."""
+    now = math.floor(time.time())
+    midnight = (now + MOSCOW_SECONDS) // 86_400 * 86_400 - MOSCOW_SECONDS
+    return float(max(now - 3600, midnight))
+
+
 def api_definition(cadence: int = 1) -> IndexDefinition:
     """IMOEX (RUB) and RTSI (USD) over the four-line base."""
     return IndexDefinition(

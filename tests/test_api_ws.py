@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import socket
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,6 +15,7 @@ from serving import (
     Served,
     by_hand,
     close_to,
+    grid_start,
     receive,
     serve,
     wait_until,
@@ -28,7 +27,7 @@ from streaming.engine import Engine
 from streaming.methodology.schedule import iso_utc, utc_from_epoch
 from streaming.store.redis import RedisStore
 
-GRID = float(math.floor(time.time())) - 3600
+GRID = grid_start()
 
 
 @pytest.fixture

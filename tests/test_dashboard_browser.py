@@ -532,7 +532,7 @@ def closed_session_definition(folder: Path) -> Path:
         if key == "base":
             line = f'base = "{shipped.parent / "imoex_base.csv"}"'
         elif key in ("opening_auction", "extended"):
-            continue
+            line = f"{key} = []"  # none: left out, the defaults (09:50-10:00, ...) would apply
         elif key in ("continuous_start", "auction_end"):
             line = f'{key} = "{hours[0 if key == "continuous_start" else 2]}"'
         elif key in ("continuous_end", "auction_start"):

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import time
 
-from serving import RunningServer, make_app, make_engine, receive, running, wait_until, ws_connect
+from serving import (
+    RunningServer,
+    grid_start,
+    make_app,
+    make_engine,
+    receive,
+    running,
+    wait_until,
+    ws_connect,
+)
 
 from app.broadcast import Broadcaster
 from app.outbox import NOTHING_QUEUED, Entry, Outbox
@@ -18,7 +25,7 @@ from app.subscription import Client, Policy
 from app.ws import Turn, finish, step
 from streaming.store.memory import MemoryStore
 
-GRID = float(math.floor(time.time())) - 3600
+GRID = grid_start()
 CODES = ("IMOEX", "RTSI")
 CLIENTS = 40
 ROUNDS = 5

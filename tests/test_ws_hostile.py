@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import socket
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from serving import (
     WS_MAX_SIZE,
     RunningServer,
     Served,
+    grid_start,
     receive,
     serve,
     wait_until,
@@ -35,7 +35,7 @@ from websockets.uri import parse_uri
 from app.access import Access
 from app.broadcast import Broadcaster
 
-GRID = float(math.floor(time.time())) - 3600
+GRID = grid_start()
 
 
 @contextlib.asynccontextmanager

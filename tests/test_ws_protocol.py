@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from serving import (
     RunningServer,
     by_hand,
     close_to,
+    grid_start,
     make_app,
     make_engine,
     receive,
@@ -52,7 +52,7 @@ from streaming.settings import Settings, api_keys, load_settings_file
 from streaming.store.memory import MemoryStore
 from streaming.store.redis import RedisStore
 
-GRID = float(math.floor(time.time())) - 3600
+GRID = grid_start()
 KEY = "desk-key-0123456789abcdef"
 OTHER_KEY = "dash-key-0123456789abcdef"
 
