@@ -105,7 +105,7 @@ def decode_entries(
     for entry_id, raw in entries:
         if BATCH_FIELD in raw or BATCH_FIELD.encode() in raw:
             flush()
-            batch = _decode_batch(entry_id, _plain(raw), known, now, decoded.rejects)
+            batch = _decode_batch(entry_id, raw, known, now, decoded.rejects)
             if len(batch):
                 decoded.batches.append(batch)
         else:
@@ -194,17 +194,18 @@ def _epoch(text: str) -> float:
 
 def _decode_batch(
     entry_id: str,
-    fields: dict[str, str],
+    fields: Fields,
     known: Container[str],
     now: datetime,
     rejects: list[StreamReject],
 ) -> TickColumns:
-    extra = sorted(set(fields) - {BATCH_FIELD})
+    names = {_text(name): value for name, value in fields.items()}  # the JSON stays bytes
+    extra = sorted(set(names) - {BATCH_FIELD})
     if extra:
         rejects.append(StreamReject(entry_id, None, extra[0], "a batch entry has only 'ticks'"))
         return TickColumns.of([])
     try:
-        data = orjson.loads(fields[BATCH_FIELD])
+        data = orjson.loads(names[BATCH_FIELD])
     except orjson.JSONDecodeError as error:
         rejects.append(StreamReject(entry_id, None, BATCH_FIELD, f"not JSON: {error}"))
         return TickColumns.of([])
