@@ -232,3 +232,19 @@ def test_serve_takes_the_trading_day_of_a_trades_file_without_tradedate(tmp_path
     assert abs(clock() - ticks[0].time.timestamp()) < 5
     with pytest.raises(ConfigError, match="replay_date: must be a date YYYY-MM-DD"):
         Settings(replay_date="20.11.2026")
+
+
+def test_a_line_that_is_not_utf8_is_refused_alone(tmp_path: Path) -> None:
+    from streaming.sources.replay import ReplayReport, read_columns
+
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(
+        b"secid,price,time\n"
+        b"SBER,250.5,2026-11-20T07:00:01Z\n"
+        b"\xff\xfe,1,2026-11-20T07:00:02Z\n"
+        b"GAZP,150,2026-11-20T07:00:03Z\n"
+    )
+    report = ReplayReport()
+    ticks = read_columns(path, frozenset({"SBER", "GAZP"}), report)
+    assert ticks.secids() == ["SBER", "GAZP"]
+    assert [(line, reason.split(":")[0]) for line, reason in report.rejected] == [(3, "secid")]

@@ -56,7 +56,9 @@ class ReplayReport:
 
 def _rows(path: Path) -> Iterator[tuple[int, object]]:
     """(line number, raw mapping) for each record; JSON lines or CSV with a header."""
-    with path.open(encoding="utf-8", newline="") as handle:
+    # Bytes that are not UTF-8 become U+FFFD: the row holding them is refused by name (no secid
+    # or number contains one) and the rows around it still count.
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
         first = handle.readline()
         handle.seek(0)
         if first.lstrip().startswith("{"):
