@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from datetime import date
 
 
 def positive_number(text: str) -> float:
@@ -15,6 +16,14 @@ def positive_number(text: str) -> float:
     if not (math.isfinite(number) and number > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return number
+
+
+def iso_date(text: str) -> date:
+    """A date YYYY-MM-DD, or an argparse error saying what is wrong."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
 
 
 def code_and_number(text: str) -> tuple[str, float]:

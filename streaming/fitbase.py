@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO
 
-from streaming.arguments import positive_number
+from streaming.arguments import iso_date, positive_number
 from streaming.errors import IndexTickerError
 from streaming.methodology.base import format_base_csv
 from streaming.methodology.fit import (
@@ -42,13 +42,6 @@ CADENCE_SECONDS = 15
 DIVISOR_DECIMALS = 4  # MOEX publishes divisors to 4 decimals
 
 
-def _parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The fit-base argument parser."""
     parser = argparse.ArgumentParser(
@@ -77,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--period-start",
         metavar="DATE",
-        type=_parse_date,
+        type=iso_date,
         help="first trading day (YYYY-MM-DD) of the divisor period to fit; default: the last"
         " period in the data",
     )

@@ -13,13 +13,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from streaming.arguments import positive_number
+from streaming.arguments import iso_date, positive_number
 from streaming.clock import ReplayClock, SteppedClock
 from streaming.engine import Engine
 from streaming.errors import IndexTickerError
@@ -279,14 +278,6 @@ async def replay(args: argparse.Namespace, stream: TextIO) -> ReplaySummary:
     )
 
 
-def trading_date(text: str) -> date:
-    """A date YYYY-MM-DD, or an argparse error saying what is wrong."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="index-ticker replay",
@@ -321,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--date",
-        type=trading_date,
+        type=iso_date,
         help="trading date YYYY-MM-DD of a MOEX trades file with no TRADEDATE column",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
