@@ -61,6 +61,7 @@ SMALL_BATCH = 16
 FX = -2  # line position of the FX instrument's ticks in a columnar batch
 UNKNOWN = -1  # line position of a secid no index holds
 LAG_WINDOW = 10_000  # publication lags kept for status
+WAKE_EARLY_SECONDS = 0.002  # the grid loop's timer fires this early, then spins to the instant
 
 # Process-wide histograms for /metrics (one engine per process; docs/metrics.md).
 PUBLISH_SECONDS = ENGINE_REGISTRY.histogram(
@@ -77,7 +78,6 @@ COMMIT_SECONDS = ENGINE_REGISTRY.histogram(
     "Seconds one commit to the store took, by outcome (ok, failed, lease_lost).",
     ("outcome",),
 )
-WAKE_EARLY_SECONDS = 0.002  # the grid loop's timer fires this early, then spins to the instant
 
 
 @dataclass(slots=True)
