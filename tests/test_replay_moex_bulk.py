@@ -323,12 +323,14 @@ def test_a_time_column_wins_over_tradetime(tmp_path: Path) -> None:
     assert ticks[0].time.isoformat() == "2026-11-20T08:00:00+00:00"
 
 
-def test_a_file_the_row_reader_cannot_decode_is_not_read_in_bulk(tmp_path: Path) -> None:
+def test_a_file_that_is_not_utf8_is_left_to_the_row_reader(tmp_path: Path) -> None:
     path = tmp_path / "trades.csv"
     path.write_bytes(HEAD.encode() + b"SBER,2026-11-20,10:00:05,245.61,1\nGAZP\xff,x,y,1,1\n")
     assert bulk(path) is None
-    with pytest.raises(UnicodeDecodeError):
-        list(read_ticks(path, KNOWN, ReplayReport()))
+    report = ReplayReport()
+    ticks = list(read_ticks(path, KNOWN, report))
+    assert [t.secid for t in ticks] == ["SBER"]
+    assert [line for line, _ in report.rejected] == [3]  # refused by name, not a stop
 
 
 def test_an_offset_of_a_day_or_more_is_left_to_the_row_reader(tmp_path: Path) -> None:
