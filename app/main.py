@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from app import admin, fx, history, ingest, redaction, rest, ws
 from app.broadcast import Broadcaster
 from app.collector import Collector
 from app.errors import install_error_handlers
-from app.metrics import render_metrics
+from app.metrics import ping_seconds, render_metrics
 from app.models import error_responses
 from app.services import Services, services_of
 from streaming.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -133,10 +132,7 @@ async def readyz(request: Request) -> JSONResponse:
     """Readiness: 200 when the state store answers, 503 when it does not."""
     services = services_of(request)
     broadcaster: Broadcaster = request.app.state.broadcaster
-    try:
-        answered = await asyncio.wait_for(services.store.ping(), STORE_PING_TIMEOUT_SECONDS)
-    except Exception:
-        answered = False
+    answered = await ping_seconds(services.store, STORE_PING_TIMEOUT_SECONDS) is not None
     body: dict[str, Any] = {
         "status": "ready" if answered else "unavailable",
         "store": {"backend": services.store.name, "ok": answered},

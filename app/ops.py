@@ -6,7 +6,6 @@ engines can pass them on to the other one: whichever leads takes them."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,13 +17,13 @@ from starlette.responses import JSONResponse, Response
 
 from app import admin, fx, redaction
 from app.errors import install_error_handlers
-from app.metrics import render_metrics
+from app.main import STORE_PING_TIMEOUT_SECONDS
+from app.metrics import ping_seconds, render_metrics
 from app.services import Services
 from streaming.engine import Engine
 from streaming.metrics import CONTENT_TYPE
 from streaming.store.base import Store
 
-STORE_PING_TIMEOUT_SECONDS = 2.0
 ROLES = {"running": "leader", "standby": "standby"}  # engine state -> what an operator calls it
 
 
@@ -49,10 +48,7 @@ def create_ops_app(engine: Engine, store: Store, services: Services | None = Non
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: 200 when Redis answers, 503 when it does not; the engine's status and
         whether it leads or stands by either way."""
-        try:
-            answered = await asyncio.wait_for(store.ping(), STORE_PING_TIMEOUT_SECONDS)
-        except Exception:
-            answered = False
+        answered = await ping_seconds(store, STORE_PING_TIMEOUT_SECONDS) is not None
         body: dict[str, Any] = {
             "status": "ready" if answered else "unavailable",
             "role": ROLES.get(engine.state, engine.state),
