@@ -2,6 +2,11 @@
 
 `start_redis` / `stop_redis` / `free_port` are plain functions so that tests can run a server of
 their own on a port they control (restarts, outages) without touching the shared one.
+
+The two lanes: a test that starts a process or a server, or talks over a socket (Redis, uvicorn,
+nginx, a browser), is marked `system`; `pytest -m "not system"` runs the rest. The marking is
+enforced: a test without the mark that starts a process, listens or connects fails and says so.
+Tests that ask for the Redis fixtures are marked by this file.
 """
 
 from __future__ import annotations
@@ -25,6 +30,41 @@ from streaming.store.memory import DEFAULT_SUBSCRIBER_QUEUE, MemoryStore
 from streaming.store.redis import RedisStore
 
 REDIS_START_TIMEOUT = 10.0  # seconds for a fresh redis-server to answer PING
+
+SYSTEM = "system"
+REDIS_FIXTURES = frozenset({"redis_server", "redis_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that ask for the Redis fixtures talk to a real server: mark them `system`."""
+    for item in items:
+        if REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(SYSTEM)
+
+
+class UnmarkedSystemTest(AssertionError):
+    """A test outside the `system` lane started a process, listened or connected."""
+
+
+@pytest.fixture(autouse=True)
+def _fast_lane_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside the `system` lane, starting a process, listening or connecting is an error."""
+    if request.node.get_closest_marker(SYSTEM) is not None:
+        return
+
+    def refuse(what: str) -> Callable[..., object]:
+        def refused(*args: object, **kwargs: object) -> object:
+            raise UnmarkedSystemTest(
+                f"{request.node.nodeid} {what}: mark it @pytest.mark.system "
+                "(the fast lane runs no processes, servers or sockets)"
+            )
+
+        return refused
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse("starts a process"))
+    monkeypatch.setattr(socket.socket, "listen", refuse("listens on a socket"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("connects a socket"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connects a socket"))
 
 
 def free_port() -> int:
@@ -164,7 +204,7 @@ def make_state(last_seq: int = 0, **extra: object) -> EngineState:
 StoreFactory = Callable[..., Awaitable[Store]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.system)])
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Which Store implementation a shared behavioural test runs against."""
     kind: str = request.param

@@ -63,6 +63,7 @@ async def run(*argv: str) -> tuple[int, Any]:
     return status, json.loads(text) if text else None
 
 
+@pytest.mark.system
 async def test_schedule_base_then_bases_shows_it_and_the_next_step_applies_it(
     served: Served, base_file: Path
 ) -> None:
@@ -103,6 +104,7 @@ async def test_schedule_base_then_bases_shows_it_and_the_next_step_applies_it(
     assert view["current"]["api-test"]["secids"] == ["AAAA", "BBBB", "CCCC"]
 
 
+@pytest.mark.system
 async def test_fx_sends_a_rate_that_the_engine_uses(served: Served) -> None:
     server, engine = served
     status, result = await run("fx", "--url", server.base_url, "--rate", "95.5")
@@ -112,6 +114,7 @@ async def test_fx_sends_a_rate_that_the_engine_uses(served: Served) -> None:
     assert engine.fx_status().rate == 95.5
 
 
+@pytest.mark.system
 async def test_fx_with_a_rate_date_follows_the_cbr_rule(served: Served) -> None:
     server, engine = served
     status, result = await run(
@@ -132,6 +135,7 @@ async def test_fx_with_a_rate_date_follows_the_cbr_rule(served: Served) -> None:
     assert engine.fx_status().as_dict()["source"] == "cbr:2026-11-21"  # that moment has passed
 
 
+@pytest.mark.system
 async def test_a_refused_request_prints_the_server_answer_and_exits_2(
     served: Served, base_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -154,6 +158,7 @@ async def test_a_refused_request_prints_the_server_answer_and_exits_2(
     assert engine.bases_view()["scheduled"] == []
 
 
+@pytest.mark.system
 async def test_a_bad_csv_is_reported_with_its_row_and_column(
     served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -168,6 +173,7 @@ async def test_a_bad_csv_is_reported_with_its_row_and_column(
     assert '"row": 2' in error and '"column": "issue_size_index"' in error
 
 
+@pytest.mark.system
 async def test_a_refused_fx_update_exits_2(
     served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -180,6 +186,7 @@ async def test_a_refused_fx_update_exits_2(
     assert engine.fx_status().as_dict()["source"] == "config"
 
 
+@pytest.mark.system
 async def test_the_wrong_token_is_refused(
     served: Served,
     base_file: Path,
@@ -207,6 +214,7 @@ async def test_a_missing_token_is_named_before_anything_is_sent(
     assert "set INDEX_TICKER_INGEST_TOKEN" in capsys.readouterr().err
 
 
+@pytest.mark.system
 async def test_the_token_may_come_from_a_file(
     served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -220,6 +228,7 @@ async def test_the_token_may_come_from_a_file(
     assert engine.fx_status().rate == 97.0
 
 
+@pytest.mark.system
 async def test_an_unreachable_server_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     status, _ = await run("bases", "--url", f"http://127.0.0.1:{free_port()}")
     assert status == 2

@@ -101,6 +101,7 @@ async def publish(server: RunningServer, engine: Engine, grid: float) -> dict[st
 # --- the admin scope ------------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_admin_endpoints_answer_503_without_an_admin_token() -> None:
     store = MemoryStore()
     async with (
@@ -115,6 +116,7 @@ async def test_admin_endpoints_answer_503_without_an_admin_token() -> None:
         assert (await client.get("/v1/bases")).status_code == 200
 
 
+@pytest.mark.system
 async def test_the_ingest_token_does_not_open_admin_endpoints(served: Served) -> None:
     _, engine, client = served
     response = await client.post("/v1/admin/bases", json=change(), headers=AUTH)
@@ -123,6 +125,7 @@ async def test_the_ingest_token_does_not_open_admin_endpoints(served: Served) ->
     assert engine.bases_view()["scheduled"] == []
 
 
+@pytest.mark.system
 async def test_the_admin_token_does_not_open_ingest_endpoints(served: Served) -> None:
     _, engine, client = served
     ticks = await client.post("/v1/ticks", json=[{"secid": "AAAA", "price": 101}], headers=ADMIN)
@@ -134,6 +137,7 @@ async def test_the_admin_token_does_not_open_ingest_endpoints(served: Served) ->
     assert engine.fx_status().rate == FX_RATE
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     ("headers", "status"),
     [
@@ -160,6 +164,7 @@ def test_an_admin_token_equal_to_the_ingest_token_is_refused() -> None:
 # --- validation before scheduling -----------------------------------------------------
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     ("csv_text", "row", "column", "reason"),
     [
@@ -206,6 +211,7 @@ async def test_a_bad_base_csv_is_422_naming_row_and_column(
     assert engine.bases_view()["scheduled"] == []
 
 
+@pytest.mark.system
 async def test_an_unknown_definition_is_404_naming_it(served: Served) -> None:
     _, engine, client = served
     response = await client.post("/v1/admin/bases", json=change(definition="SPX"), headers=ADMIN)
@@ -217,6 +223,7 @@ async def test_an_unknown_definition_is_404_naming_it(served: Served) -> None:
     assert engine.bases_view()["scheduled"] == []
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     ("fields", "field", "words"),
     [
@@ -261,6 +268,7 @@ async def test_fields_the_engine_or_the_request_refuses_are_422(
     assert engine.bases_view()["scheduled"] == []
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     ("content", "words"),
     [(b"", "empty"), (b"[1]", "JSON object, got list"), (b"{", "not valid JSON")],
@@ -276,6 +284,7 @@ async def test_a_body_that_is_not_a_json_object_is_422(
     assert words in response.json()["detail"]
 
 
+@pytest.mark.system
 async def test_a_body_over_the_limit_is_413(served: Served) -> None:
     _, engine, client = served
     rows = "".join(f"L{n:05d},Issuer,10,1\n" for n in range(2000))
@@ -285,6 +294,7 @@ async def test_a_body_over_the_limit_is_413(served: Served) -> None:
     assert engine.bases_view()["scheduled"] == []
 
 
+@pytest.mark.system
 async def test_without_an_engine_scheduling_is_503() -> None:
     store = MemoryStore()
     async with (
@@ -296,6 +306,7 @@ async def test_without_an_engine_scheduling_is_503() -> None:
         assert "no engine" in response.json()["detail"]
 
 
+@pytest.mark.system
 async def test_the_same_moment_twice_is_422(served: Served) -> None:
     _, _, client = served
     first = await client.post("/v1/admin/bases", json=change(), headers=ADMIN)
@@ -308,6 +319,7 @@ async def test_the_same_moment_twice_is_422(served: Served) -> None:
 # --- scheduling and applying ----------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_a_date_means_the_start_of_that_day_in_exchange_local_time(served: Served) -> None:
     _, _, client = served
     body = change(effective="2099-12-18", official_divisors={"IMOEX": 5000.0})
@@ -324,6 +336,7 @@ async def test_a_date_means_the_start_of_that_day_in_exchange_local_time(served:
     assert view["current"][DEFINITION]["secids"] == list(SHARES)
 
 
+@pytest.mark.system
 async def test_a_moment_with_an_offset_is_kept_as_that_moment(served: Served) -> None:
     _, _, client = served
     body = change(effective="2099-06-01T10:30:00+03:00")
@@ -332,6 +345,7 @@ async def test_a_moment_with_an_offset_is_kept_as_that_moment(served: Served) ->
     assert response.json()["effective"] == "2099-06-01T07:30:00.000Z"
 
 
+@pytest.mark.system
 async def test_a_past_change_applies_at_the_next_publication_without_a_jump() -> None:
     store = MemoryStore()
     engine = make_engine(store, DivisorPolicy.CONTINUITY)
@@ -395,6 +409,7 @@ async def test_a_past_change_applies_at_the_next_publication_without_a_jump() ->
         assert close_to(later["IMOEX"].value, expected)
 
 
+@pytest.mark.system
 async def test_the_official_policy_adopts_the_published_divisor() -> None:
     store = MemoryStore()
     engine = make_engine(store, DivisorPolicy.CONTINUITY)
@@ -446,6 +461,7 @@ async def test_an_api_only_process_shows_the_bases_from_the_saved_state(redis_ur
     assert applied["decisions"]["IMOEX"]["difference_ppm"] is not None
 
 
+@pytest.mark.system
 async def test_an_api_only_process_on_a_fresh_store_shows_the_definition_bases() -> None:
     store = MemoryStore()
     async with running(admin_app(store, None)) as server, http_client(server) as client:
@@ -457,6 +473,7 @@ async def test_an_api_only_process_on_a_fresh_store_shows_the_definition_bases()
     assert current["label"] == "definition file"
 
 
+@pytest.mark.system
 async def test_cancel_a_scheduled_change(served: Served) -> None:
     _, _, client = served
     scheduled = await client.post("/v1/admin/bases", json=change(), headers=ADMIN)
@@ -473,6 +490,7 @@ async def test_cancel_a_scheduled_change(served: Served) -> None:
     assert again.status_code == 404 and "no base change" in again.json()["detail"]
 
 
+@pytest.mark.system
 async def test_rebalance_needs_a_weighting_rule(served: Served) -> None:
     _, _, client = served
     refused = await client.post(f"/v1/admin/rebalance/{DEFINITION}", headers=ADMIN)

@@ -33,6 +33,8 @@ from streaming.store.base import Store
 from streaming.store.memory import MemoryStore
 from streaming.store.redis import RedisStore
 
+pytestmark = pytest.mark.system  # real servers, processes or sockets
+
 ADMIN_TOKEN = "admin-token-not-the-ingest-one"
 REFERENCE_MC = 450_000.0  # roubles: the test base at its reference prices
 # Friday 2026-11-20, 10:00 Moscow time: before the CBR's 17:00 switch.

@@ -37,6 +37,8 @@ from streaming.store.base import Store
 from streaming.store.memory import MemoryStore
 from streaming.store.redis import RedisStore
 
+pytestmark = pytest.mark.system  # real servers, processes or sockets
+
 DAY_START = datetime(2024, 5, 14, 21, 0, tzinfo=UTC)  # 2024-05-15 00:00 Moscow
 
 

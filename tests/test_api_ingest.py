@@ -28,6 +28,8 @@ from streaming.engine import Engine
 from streaming.methodology.guard import PriceGuard
 from streaming.store.memory import MemoryStore
 
+pytestmark = pytest.mark.system  # real servers, processes or sockets
+
 GRID = float(math.floor(time.time())) - 600
 BODY_LIMIT = 64 * 1024  # bytes, small so that the limit is cheap to cross
 TICK_LIMIT = 50

@@ -10,10 +10,13 @@ import sys
 from typing import Any
 
 import httpx
+import pytest
 from conftest import free_port, start_service
 from test_standby import get, wait
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
+
+pytestmark = pytest.mark.system  # real servers, processes or sockets
 
 TOKEN = "api-process-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -74,6 +77,8 @@ def test_api_process_serves_the_engines_values_and_feeds_its_stream(redis_url: s
         for process in (api, engine):
             process.terminate()
             process.wait(10)
+            if process.stderr is not None:
+                process.stderr.close()
 
 
 def test_api_process_without_redis_is_refused_with_the_field_named() -> None:

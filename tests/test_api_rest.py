@@ -29,6 +29,8 @@ from streaming.methodology.schedule import iso_utc, utc_from_epoch
 from streaming.store.memory import MemoryStore
 from streaming.store.redis import RedisStore
 
+pytestmark = pytest.mark.system  # real servers, processes or sockets
+
 GRID = float(math.floor(time.time())) - 600  # whole seconds, in the past, on the 1 s grid
 
 

@@ -27,6 +27,8 @@ from streaming.engine import Engine
 from streaming.methodology.schedule import iso_utc, utc_from_epoch
 from streaming.store.redis import RedisStore
 
+pytestmark = pytest.mark.system  # real servers, processes or sockets
+
 GRID = grid_start()
 
 

@@ -197,6 +197,7 @@ def replaying(script: list[str | tuple[int, bytes]]) -> Iterator[Replay]:
         thread.join(10)
 
 
+@pytest.mark.system
 def test_fetch_asks_for_the_daily_document_and_a_given_date() -> None:
     with replaying(["daily_2026-11-21.xml", "daily_2026-11-24.xml"]) as replay:
         latest = fetch_daily(daily_url(replay.base_url + "/"), timeout=5)
@@ -206,6 +207,7 @@ def test_fetch_asks_for_the_daily_document_and_a_given_date() -> None:
     assert parse_daily(dated).rate_date == date(2026, 11, 24)
 
 
+@pytest.mark.system
 def test_fetch_errors_name_status_timeout_size_and_unreachable() -> None:
     with replaying([(500, b"oops"), "hang", (200, b"x" * 2000)]) as replay:
         url = daily_url(replay.base_url)
@@ -249,6 +251,7 @@ async def wait_for(condition: object, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.01)
 
 
+@pytest.mark.system
 async def test_poller_hands_over_exactly_the_new_rates() -> None:
     script: list[str | tuple[int, bytes]] = [
         "daily_2026-11-21.xml",  # 10:00 Saturday's rate, seen on Monday: posted, at once
@@ -307,6 +310,7 @@ async def test_poller_hands_over_exactly_the_new_rates() -> None:
     ]
 
 
+@pytest.mark.system
 async def test_backoff_grows_with_failures_and_resets_on_success() -> None:
     settings = CbrPollSettings(interval=300, backoff_initial=30, backoff_max=200)
     assert [settings.delay_after(n) for n in range(6)] == [300, 30, 60, 120, 200, 200]
@@ -327,6 +331,7 @@ async def test_backoff_grows_with_failures_and_resets_on_success() -> None:
     assert poller.status()["last_posted"] == {"rate_date": "2026-11-21", "rate": 80.1234}
 
 
+@pytest.mark.system
 async def test_failing_callback_is_retried_and_does_not_stop_polling() -> None:
     calls: list[FxStep] = []
 
@@ -348,6 +353,7 @@ async def test_failing_callback_is_retried_and_does_not_stop_polling() -> None:
     assert len(calls) == 2
 
 
+@pytest.mark.system
 async def test_rate_dated_too_far_ahead_is_refused_by_the_rule() -> None:
     # Received on 10 Nov, a rate dated 21 Nov is 11 days ahead: more than max_lead_days (10).
     with replaying(["daily_2026-11-21.xml"]) as replay:
@@ -363,6 +369,7 @@ async def test_rate_dated_too_far_ahead_is_refused_by_the_rule() -> None:
     assert received == []
 
 
+@pytest.mark.system
 async def test_poller_feeds_a_real_engine() -> None:
     now = msk(MON, 15, 30).timestamp()
     engine = Engine(small_definition(), MemoryStore(), clock=lambda: now)
@@ -405,6 +412,7 @@ def test_usd_rate_value_object() -> None:
     assert quote.step(msk(MON, 11, 30)).source == "cbr:2026-11-24"
 
 
+@pytest.mark.system
 async def test_serve_polls_the_bank_while_the_engine_leads() -> None:
     """fx_feed = "cbr": the assembled engine runs the poller as one of its sources and the
     rates reach its FX schedule; the settings refuse what makes no sense."""

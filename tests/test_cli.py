@@ -32,6 +32,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 def test_compute_with_base_prices(base_file: Path) -> None:
     done = run("compute", "--base", str(base_file), "--divisor", "3")
     assert done.returncode == 0, done.stderr
@@ -106,11 +107,13 @@ def test_bad_base_and_fx_without_usd_divisor(
     assert "usd-divisor" in capsys.readouterr().err
 
 
+@pytest.mark.system
 def test_negative_divisor_is_refused_by_the_parser(base_file: Path) -> None:
     done = run("compute", "--base", str(base_file), "--divisor", "-1")
     assert done.returncode == 2 and "positive" in done.stderr
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     "command",
     [

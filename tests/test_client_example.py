@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import free_port, start_service
 from serving import make_app, make_engine, running, wait_until
 
 from streaming.store.memory import MemoryStore
+
+pytestmark = pytest.mark.system  # real servers, processes or sockets
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "client.py"
 GRID = float(math.floor(time.time())) - 3 * 3600

@@ -30,6 +30,8 @@ from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+pytestmark = pytest.mark.system  # real servers, processes or sockets
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 SERVICE_START_TIMEOUT = 60.0  # seconds until the first values are published

@@ -30,6 +30,8 @@ from conftest import free_port, redis_url_for
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+pytestmark = pytest.mark.system  # real servers, processes or sockets
+
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -78,8 +78,9 @@ def stopped(process: subprocess.Popen[str]) -> int:
 
 
 @pytest.fixture
-def engine_on(redis_url: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """An engine on the session Redis; (process, operations port)."""
+def engine_on(redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """An engine on the session Redis, its output to a file (a pipe nobody reads could fill and
+    stall it); (process, operations port)."""
     port = free_port()
     process = engine_command(
         "--redis-url",
@@ -89,6 +90,7 @@ def engine_on(redis_url: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
         "--namespace",
         "engine-test",
         env=SETTINGS,
+        log=tmp_path / "engine.log",
     )
     try:
         yield process, port
@@ -97,6 +99,7 @@ def engine_on(redis_url: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
             stopped(process)
 
 
+@pytest.mark.system
 def test_an_engine_without_redis_is_refused_naming_redis_url() -> None:
     stderr = refused(env=SETTINGS)
     assert "redis_url" in stderr and "INDEX_TICKER_REDIS_URL" in stderr
@@ -154,6 +157,7 @@ def test_sigterm_gives_the_lease_up_at_once(
         client.close()
 
 
+@pytest.mark.system
 def test_readiness_follows_redis(tmp_path: Path) -> None:
     redis_port, port = free_port(), free_port()
     server = start_redis(redis_port, tmp_path)

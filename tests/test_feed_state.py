@@ -87,6 +87,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     await made.close()
 
 
+@pytest.mark.system
 async def test_replay_after_and_the_gap(store: Store) -> None:
     for seq in range(1, 9):  # 8 published, 5 kept: seq 4..8
         await store.commit(make_state(), [make_publication(seq, "IMOEX", time=at(GRID + seq))])
@@ -98,6 +99,7 @@ async def test_replay_after_and_the_gap(store: Store) -> None:
     assert await store.replay_after("RTSI", 0, 100) == []
 
 
+@pytest.mark.system
 async def test_live_channel(store: Store) -> None:
     feed = store.subscribe_live()
     await asyncio.sleep(0.05)

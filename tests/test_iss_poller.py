@@ -155,6 +155,7 @@ def session() -> Iterator[IssReplay]:
         yield replay
 
 
+@pytest.mark.system
 async def test_recorded_session_gives_exact_ticks_backoff_and_staleness(
     session: IssReplay, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -216,6 +217,7 @@ async def test_recorded_session_gives_exact_ticks_backoff_and_staleness(
     assert status["delayed"] is True
 
 
+@pytest.mark.system
 async def test_status_during_errors_and_without_token() -> None:
     recorder = Recorder()
     with IssReplay([recorded("r1.json"), Answer(503, b"busy")]) as replay:
@@ -244,6 +246,7 @@ async def test_status_during_errors_and_without_token() -> None:
     assert len(recorder.ticks) == 2
 
 
+@pytest.mark.system
 async def test_an_unreachable_server_is_retried_not_fatal() -> None:
     recorder = Recorder()
     with IssReplay([Answer(200, b"{}")]) as replay:

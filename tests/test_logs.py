@@ -130,6 +130,7 @@ def run_python(script: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 def test_configure_logging_twice_writes_each_line_once_to_stderr() -> None:
     done = run_python(
         "import logging\n"
@@ -150,6 +151,7 @@ def test_configure_logging_twice_writes_each_line_once_to_stderr() -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.system
 def test_the_text_format_is_the_plain_one() -> None:
     done = run_python(
         "import logging\n"
@@ -185,6 +187,7 @@ uvicorn.run(
 """
 
 
+@pytest.mark.system
 async def test_a_served_process_writes_only_json_lines_and_no_secret(tmp_path: Path) -> None:
     from serving import TOKEN
 

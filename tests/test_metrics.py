@@ -425,6 +425,7 @@ async def test_an_engine_reading_the_tick_stream_shows_where_it_stands(redis_url
     assert not any(dict(labels).get("field") == "colour" for _, labels in after)
 
 
+@pytest.mark.system
 async def test_a_scrape_answers_and_reports_redis_down_when_redis_stops(tmp_path: Path) -> None:
     port = free_port()
     redis_process = start_redis(port, tmp_path)
@@ -466,6 +467,7 @@ def test_ingest_requests_count_by_status_class() -> None:
     assert INGEST_REQUESTS.labels("5xx").value - before["5xx"] == 1
 
 
+@pytest.mark.system
 def test_process_figures_are_those_of_the_process_that_renders_them() -> None:
     script = (
         "import asyncio, os, sys\n"

@@ -10,10 +10,13 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from conftest import free_port, redis_url_for, start_redis, stop_redis
 from serving import http_client, make_app, make_engine, receive, running, ws_connect
 
 from streaming.store.redis import RedisStore
+
+pytestmark = pytest.mark.system  # real servers, processes or sockets
 
 # CI runs a 6 s outage; REDIS_OUTAGE_SECONDS=60 runs the full minute.
 OUTAGE_SECONDS = float(os.environ.get("REDIS_OUTAGE_SECONDS", "6"))

@@ -85,6 +85,7 @@ async def publish(server: RunningServer, engine: Engine, grid: float) -> list[Pu
     return publications
 
 
+@pytest.mark.system
 async def test_memory_store_bodies_follow_every_publication_at_once() -> None:
     async with serve() as (server, engine, client):
         store = engine.store
@@ -193,6 +194,7 @@ async def _when(condition: bool) -> bool | None:
     return True if condition else None
 
 
+@pytest.mark.system
 async def test_no_kept_value_is_served_once_redis_is_seen_down(tmp_path: Path) -> None:
     port = free_port()
     redis_process = start_redis(port, tmp_path)
@@ -298,6 +300,7 @@ def test_a_constituents_body_turns_a_line_stale_when_its_time_comes(after: int) 
     assert changed["constituents"][0]["price"] == 120.0
 
 
+@pytest.mark.system
 async def test_the_read_endpoints_keep_their_openapi_and_their_405() -> None:
     async with serve() as (_, _, client):
         document = (await client.get("/openapi.json")).json()

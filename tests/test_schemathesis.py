@@ -25,6 +25,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from test_security import ServedProcess, served_process
 
+pytestmark = pytest.mark.system  # a served process, fuzzed over HTTP
+
 INGEST_TOKEN = "schema-ingest-0123456789abcdef"
 ADMIN_TOKEN = "schema-admin-0123456789abcdef"
 # Examples drawn per operation in the fuzzing phase; the examples and coverage phases add

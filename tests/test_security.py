@@ -105,6 +105,7 @@ def test_a_rate_of_zero_is_no_limit_and_bad_limits_are_refused() -> None:
         assert caught.value.key == key
 
 
+@pytest.mark.system
 async def test_ingest_over_the_rate_is_429_with_retry_after_and_fx_shares_the_bucket() -> None:
     store = MemoryStore()
     # One request per 1000 s: whatever the machine's pace, the third request finds none left.
@@ -159,6 +160,7 @@ def cors_headers(response: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
 
 
+@pytest.mark.system
 async def test_without_cors_origins_no_response_carries_a_cors_header() -> None:
     store = MemoryStore()
     async with running(make_app(store, None)) as server, http_client(server) as client:
@@ -175,6 +177,7 @@ async def test_without_cors_origins_no_response_carries_a_cors_header() -> None:
         assert preflight.status_code == 405 and cors_headers(preflight) == {}
 
 
+@pytest.mark.system
 async def test_configured_origins_and_only_those_get_cors_headers() -> None:
     store = MemoryStore()
     app = make_app(store, make_engine(store), cors_origins=(DESK,))
@@ -431,6 +434,7 @@ async def ws_outcome(url: str, **options: Any) -> str:
         return str(closed.rcvd.code if closed.rcvd else "no close frame")
 
 
+@pytest.mark.system
 async def test_tokens_and_keys_never_reach_the_log_and_scopes_stay_apart(tmp_path: Path) -> None:
     environment = {
         "INDEX_TICKER_INGEST_TOKEN": INGEST_TOKEN,

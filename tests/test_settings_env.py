@@ -194,6 +194,7 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 def test_the_settings_command_shows_each_value_and_its_source_never_a_secret(
     config: Path,
 ) -> None:
@@ -231,6 +232,7 @@ def test_the_settings_command_shows_each_value_and_its_source_never_a_secret(
     assert "did you mean INDEX_TICKER_REDIS_URL?" in wrong.stderr
 
 
+@pytest.mark.system
 def test_serve_runs_with_settings_from_the_environment(tmp_path: Path) -> None:
     port = free_port()
     env = {

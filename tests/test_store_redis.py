@@ -179,6 +179,7 @@ async def test_unreadable_latest_entries_are_left_out(store: RedisStore, raw: re
     assert await store.history("IMOEX", None, None, 10) == [make_publication(1)]
 
 
+@pytest.mark.system
 async def test_open_fails_clearly_when_nothing_listens() -> None:
     port = free_port()
     store = RedisStore(f"redis://:s3cret@127.0.0.1:{port}/0")
@@ -214,6 +215,7 @@ def test_redact_url_hides_passwords() -> None:
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
+@pytest.mark.system
 async def test_subscription_survives_a_redis_restart(tmp_path: Path) -> None:
     port = free_port()
     server = start_redis(port, tmp_path)

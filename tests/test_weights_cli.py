@@ -189,6 +189,7 @@ def test_bad_options_are_refused_with_status_2(
     assert fragment in capsys.readouterr().err
 
 
+@pytest.mark.system
 def test_help_describes_every_option() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "streaming.weights", "--help"],

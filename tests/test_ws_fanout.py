@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from serving import (
     RunningServer,
     grid_start,
@@ -38,6 +39,7 @@ async def server_tasks(server: RunningServer) -> int:
     return await server.call(count)
 
 
+@pytest.mark.system
 async def test_every_subscriber_gets_every_update_once_in_order_with_one_task_each() -> None:
     store = MemoryStore()
     engine = make_engine(store)

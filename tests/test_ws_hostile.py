@@ -35,6 +35,8 @@ from websockets.uri import parse_uri
 from app.access import Access
 from app.broadcast import Broadcaster
 
+pytestmark = pytest.mark.system  # real servers, processes or sockets
+
 GRID = grid_start()
 
 

@@ -91,6 +91,7 @@ async def stats(server: RunningServer) -> dict[str, Any]:
 # --- sequence and resume ---------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_resume_after_a_dropped_connection_replays_exactly_what_was_missed() -> None:
     async with serve() as (server, engine, _):
         async with ws_connect(server) as ws:
@@ -126,6 +127,7 @@ async def test_resume_after_a_dropped_connection_replays_exactly_what_was_missed
             assert all("replayed" not in m for m in live)
 
 
+@pytest.mark.system
 async def test_a_resume_older_than_the_history_gets_a_snapshot_flagged_gap() -> None:
     async with serve(MemoryStore(history_limit=3)) as (server, engine, _):
         await publish(server, engine, *(GRID + n for n in range(1, 9)))  # seq 1..8, 6..8 kept
@@ -141,6 +143,7 @@ async def test_a_resume_older_than_the_history_gets_a_snapshot_flagged_gap() -> 
             assert (await receive(ws))["type"] == "resumed"
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     ("from_seq", "why"), [(50, "ahead of the store: it was reset"), (1, "beyond ws_replay_limit")]
 )
@@ -284,6 +287,7 @@ async def test_publications_missed_by_the_redis_channel_are_filled_from_history(
 # --- contributions and channels ------------------------------------------------------------
 
 
+@pytest.mark.system
 async def test_contributions_only_for_the_subscriptions_that_ask() -> None:
     async with serve() as (server, engine, client):
         await publish(server, engine, GRID + 1)
@@ -319,6 +323,7 @@ async def test_each_publication_is_serialised_once_per_variant() -> None:
     assert "contributions" in json.loads(texts[0]) and "contributions" not in json.loads(texts[1])
 
 
+@pytest.mark.system
 async def test_constituents_channel_once_per_publication() -> None:
     async with serve() as (server, engine, client), ws_connect(server) as ws:
         await subscribe(ws, "IMOEX", channel="constituents")
@@ -344,6 +349,7 @@ async def test_constituents_channel_once_per_publication() -> None:
         assert (await receive(ws))["type"] == "pong"
 
 
+@pytest.mark.system
 async def test_unsubscribe_one_channel_keeps_the_other() -> None:
     async with serve() as (server, engine, _), ws_connect(server) as ws:
         await subscribe(ws, "IMOEX")
@@ -363,6 +369,7 @@ async def test_unsubscribe_one_channel_keeps_the_other() -> None:
         assert (await receive(ws))["type"] == "pong"
 
 
+@pytest.mark.system
 async def test_live_channel_is_conflated_to_the_interval_asked() -> None:
     store = MemoryStore()
     interval_ms = 200
@@ -401,6 +408,7 @@ async def test_live_channel_is_conflated_to_the_interval_asked() -> None:
         assert len(received) <= elapsed / (interval_ms / 1000) + 2
 
 
+@pytest.mark.system
 async def test_live_channel_carries_the_engine_values_between_publications() -> None:
     async with serve(live=True) as (server, _, client), ws_connect(server) as ws:
         await subscribe(ws, "IMOEX", "RTSI", channel="live")
@@ -413,6 +421,7 @@ async def test_live_channel_carries_the_engine_values_between_publications() -> 
         assert message["values"]["RTSI"] == round(rtsi, 2)
 
 
+@pytest.mark.system
 async def test_a_heartbeat_when_nothing_else_is_sent() -> None:
     async with serve(ws_heartbeat_seconds=0.3) as (server, engine, _), ws_connect(server) as ws:
         beat = await receive(ws)
@@ -446,6 +455,7 @@ BAD = [
 ]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(("fields", "field", "reason"), BAD)
 async def test_bad_subscription_fields_are_named(
     fields: dict[str, Any], field: str, reason: str
@@ -458,6 +468,7 @@ async def test_bad_subscription_fields_are_named(
         assert (await stats(server))["clients"] == 0
 
 
+@pytest.mark.system
 async def test_subscriptions_per_connection_are_limited_across_channels() -> None:
     async with serve(ws_max_subscriptions=3) as (server, _, _), ws_connect(server) as ws:
         await subscribe(ws, "IMOEX", "RTSI")
@@ -490,6 +501,7 @@ async def pong(ws: ClientConnection) -> bool:
     return (await receive(ws))["type"] == "pong"
 
 
+@pytest.mark.system
 async def test_api_keys_from_the_list_in_each_place_a_client_can_put_them() -> None:
     async with serve(access=Access([KEY])) as (server, _, _):
         code, reason = await closed_with(ws_connect(server))
@@ -538,6 +550,7 @@ async def test_api_keys_in_redis(redis_url: str) -> None:
         assert (code, reason) == (1013, "try again later: API keys cannot be checked now")
 
 
+@pytest.mark.system
 async def test_connections_per_key_and_per_address_are_limited() -> None:
     access = Access([KEY, OTHER_KEY], max_per_key=2, max_per_address=3)
     as_key = {"additional_headers": {"Authorization": f"Bearer {KEY}"}}
@@ -597,6 +610,7 @@ def served_process(tmp_path: Path, **settings: Any) -> Iterator[tuple[str, int]]
         process.wait(10)
 
 
+@pytest.mark.system
 def test_protocol_pings_and_a_silent_peer_is_dropped(tmp_path: Path) -> None:
     with served_process(tmp_path, ws_ping_interval=0.3, ws_ping_timeout=0.5) as (url, port):
         protocol = ClientProtocol(parse_uri(url))
@@ -626,6 +640,7 @@ def test_protocol_pings_and_a_silent_peer_is_dropped(tmp_path: Path) -> None:
             sock.close()
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("deflate", [False, True])
 async def test_per_message_compression_is_off_unless_configured(
     tmp_path: Path, deflate: bool

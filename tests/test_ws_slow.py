@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from serving import RunningServer, make_app, make_engine, receive, running, wait_until, ws_connect
 from websockets.asyncio.client import ClientConnection
 from websockets.client import ClientProtocol
@@ -92,6 +93,7 @@ async def publish_in_step(
     raise AssertionError(f"{until} never reached {at_least}")
 
 
+@pytest.mark.system
 async def test_a_slow_reader_gets_the_latest_values_and_the_count_it_missed() -> None:
     queue_size = 4
     async with serve(ws_queue_size=queue_size) as (server, engine):
@@ -125,6 +127,7 @@ async def test_a_slow_reader_gets_the_latest_values_and_the_count_it_missed() ->
             await slow.close()
 
 
+@pytest.mark.system
 async def test_a_client_too_far_behind_is_closed_with_the_reason() -> None:
     async with serve(ws_queue_size=4, ws_max_lag_seconds=1.0) as (server, engine):
         slow, fast = await slow_client(server), await ws_connect(server)
@@ -150,6 +153,7 @@ async def test_a_client_too_far_behind_is_closed_with_the_reason() -> None:
             await slow.close()
 
 
+@pytest.mark.system
 async def test_a_client_that_lost_too_many_updates_is_closed() -> None:
     async with serve(ws_queue_size=2, ws_max_dropped=10) as (server, engine):
         slow, fast = await slow_client(server), await ws_connect(server)
@@ -171,6 +175,7 @@ async def test_a_client_that_lost_too_many_updates_is_closed() -> None:
             await slow.close()
 
 
+@pytest.mark.system
 async def test_a_client_that_never_reads_is_let_go() -> None:
     # A raw socket that completes the handshake, subscribes, and never reads another byte: not
     # even a close frame can reach it, yet the server lets go of everything it held for it.
@@ -201,6 +206,7 @@ async def test_a_client_that_never_reads_is_let_go() -> None:
             await fast.close()
 
 
+@pytest.mark.system
 async def test_a_stuck_client_does_not_delay_the_rest_of_the_service() -> None:
     async with serve(ws_queue_size=4) as (server, engine):
         stuck = [await slow_client(server) for _ in range(3)]
