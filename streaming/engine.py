@@ -4,7 +4,6 @@ grid instant aligned to the wall clock, state committed to the store."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -51,6 +50,7 @@ from streaming.rebasing import Rebasing
 from streaming.sources import TickSource
 from streaming.store.base import Store
 from streaming.stream_reader import TickStreamReader
+from streaming.tasks import cancel_and_wait
 from streaming.ticks import Tick, TickColumns
 
 log = logging.getLogger(__name__)
@@ -715,9 +715,7 @@ class Engine(Rebasing):
         """Cancel every task and give the lease up."""
         self.state = "stopped"
         if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
+            await cancel_and_wait(self._lease_task)
             self._lease_task = None
         await self._cancel_tasks()
         if self.lease is not None:
@@ -727,8 +725,7 @@ class Engine(Rebasing):
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks.clear()
 
     async def _run_source(self, source: TickSource) -> None:

@@ -29,6 +29,7 @@ from streaming.errors import StoreUnavailable, StreamGroupMissing
 from streaming.metrics import ENGINE_REGISTRY
 from streaming.sources import backoff_delay
 from streaming.store.base import Store
+from streaming.tasks import cancel_and_wait
 from streaming.tick_stream import Fields, StreamLag, StreamReject, decode_entries, entry_key
 from streaming.ticks import TickColumns
 
@@ -85,9 +86,7 @@ class TickStreamReader:
         try:
             await self._read(after)
         finally:
-            lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag_task
+            await cancel_and_wait(lag_task)
 
     async def _join(self, after: str) -> None:
         failures = 0
