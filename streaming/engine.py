@@ -722,11 +722,10 @@ class Engine(Rebasing):
             await self.lease.release()
 
     async def _cancel_tasks(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            await cancel_and_wait(task)
-        self._tasks.clear()
+        try:
+            await cancel_and_wait(*self._tasks)
+        finally:
+            self._tasks.clear()
 
     async def _run_source(self, source: TickSource) -> None:
         try:

@@ -18,17 +18,20 @@ log = logging.getLogger(__name__)
 CANCEL_AGAIN_SECONDS = 0.5  # how long a cancelled task may run before it is cancelled again
 
 
-async def cancel_and_wait(task: asyncio.Task[Any], again: float = CANCEL_AGAIN_SECONDS) -> None:
-    """Cancel `task` and wait until it has ended, cancelling it again while it goes on. An error it
-    ended with is raised here, as awaiting it would; its cancellation is not."""
+async def cancel_and_wait(*tasks: asyncio.Task[Any], again: float = CANCEL_AGAIN_SECONDS) -> None:
+    """Cancel every task at once and wait until all have ended, cancelling again those that go on.
+    The first error a task ended with, in the order given, is raised here, as awaiting it would;
+    a cancellation is not."""
     attempts = 0
-    while not task.done():
-        task.cancel()
+    running = {task for task in tasks if not task.done()}
+    while running:
+        for task in running:
+            task.cancel()
         attempts += 1
-        await asyncio.wait({task}, timeout=again)
+        _, running = await asyncio.wait(running, timeout=again)
     if attempts > 1:
-        log.warning(
-            "task %s ignored a cancellation and was cancelled %d times", task.get_name(), attempts
-        )
-    if not task.cancelled():
-        task.result()
+        log.warning("a task ignored a cancellation and was cancelled %d times", attempts)
+    errors = [task.exception() for task in tasks if not task.cancelled()]  # each one retrieved
+    first = next((error for error in errors if error is not None), None)
+    if first is not None:
+        raise first

@@ -65,3 +65,20 @@ async def test_a_finished_task_is_left_as_it_is() -> None:
     await task
     await cancel_and_wait(task)
     assert task.result() == 7
+
+
+async def test_tasks_are_cancelled_together_and_the_first_error_in_order_is_raised() -> None:
+    swallowed: list[int] = []
+    stubborn = asyncio.create_task(retries_through_errors(swallowed, 2))
+
+    async def fails(message: str) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise ValueError(message) from None
+
+    first, second = asyncio.create_task(fails("first")), asyncio.create_task(fails("second"))
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="first"):
+        await cancel_and_wait(stubborn, first, second, again=0.01)
+    assert stubborn.cancelled() and first.done() and second.done() and swallowed == [1, 1]
